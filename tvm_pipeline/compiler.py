@@ -1,0 +1,124 @@
+"""`compile_model`: ONNX file -> a self-contained folder of C for one board.
+
+frontend (validate, fix shapes) -> passes (Relax) -> fuse -> lowering (kernels as C) -> planner (arena)
+-> fit check against the board -> C emitter -> folder written atomically (temp dir, then rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tvm_pipeline import tvm_adapter
+from tvm_pipeline.arena import ArenaPlan, plan_arena
+from tvm_pipeline.board.boards import Board, load_board
+from tvm_pipeline.codegen import c_emitter
+from tvm_pipeline.errors import UserError
+from tvm_pipeline.frontend.onnx_loader import check_supported_ops, input_specs, load_onnx
+from tvm_pipeline.lowering.lower import lower_program
+from tvm_pipeline.lowering.program import Program
+from tvm_pipeline.passes import run_passes
+
+#: Stack and harness RAM kept free when checking that a model fits a board at compile time.
+STACK_RESERVE_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """What `tvmp compile` lets the user choose."""
+
+    board: str = "stm32f746"
+    planner: str = "auto"
+    disabled_passes: frozenset[str] = frozenset()
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    """What was written, and the figures the CLI prints."""
+
+    out_dir: Path
+    program: Program
+    arena: ArenaPlan
+    board: Board
+
+
+def _check_fits(board: Board, arena_bytes: int, weight_bytes: int) -> None:
+    ram_needed = arena_bytes + STACK_RESERVE_BYTES
+    if ram_needed > board.ram_size:
+        raise UserError(
+            f"the model does not fit {board.name}'s RAM: it needs {ram_needed:,} B (arena {arena_bytes:,} B + "
+            f"{STACK_RESERVE_BYTES:,} B stack reserve) but the board has {board.ram_size:,} B. Try a board with more "
+            f"SRAM (tvmp boards) or generic-m7 to measure it anyway."
+        )
+    if weight_bytes > board.flash_size:
+        raise UserError(
+            f"the model does not fit {board.name}'s flash: its weights alone need {weight_bytes:,} B but the board "
+            f"has {board.flash_size:,} B."
+        )
+
+
+def _write_atomically(out_dir: Path, files: dict[str, str | bytes]) -> None:
+    """Write every file into a temp folder beside `out_dir`, then swap it in: never a half-written folder."""
+    out_dir = out_dir.resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        for name, content in files.items():
+            mode = "wb" if isinstance(content, bytes) else "w"
+            with open(tmp / name, mode) as f:
+                f.write(content)
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
+            os.replace(out_dir, old / "x")
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def compile_model(model_path: Path, out_dir: Path, options: CompileOptions = CompileOptions()) -> CompileResult:
+    """Compile an ONNX model for `options.board` into `out_dir` (replaced as a whole if it exists)."""
+    model_path = Path(model_path)
+    board = load_board(options.board)
+    model = load_onnx(model_path)
+    check_supported_ops(model)
+    (spec,) = input_specs(model, options.input_shapes)
+    try:
+        mod = tvm_adapter.import_onnx(model, {spec.name: spec.shape})
+    except Exception as err:  # the frontend raises bare TVM errors for attributes it cannot convert
+        raise UserError(f"TVM's ONNX frontend could not import {model_path.name}: {err}") from None
+    mod, notes = run_passes(mod, options.disabled_passes)
+    program = lower_program(tvm_adapter.fuse(mod))
+    program.notes.extend(notes)
+    arena = plan_arena(program, board.buffer_alignment, options.planner)
+    _check_fits(board, arena.layout.arena_bytes, program.weight_bytes)
+
+    source = model_path.name
+    files: dict[str, str | bytes] = {}
+    files.update(c_emitter.emit_kernels(program, source))
+    files.update(c_emitter.emit_weights(program, source))
+    files.update(c_emitter.emit_model(program, arena.layout, source))
+    output = program.tensors[program.output]
+    files["model.json"] = json.dumps({
+        "source_model": source,
+        "board": board.name,
+        "inputs": [{"name": spec.name, "shape": list(spec.shape), "dtype": spec.dtype}],
+        "outputs": [{"name": model.graph.output[0].name, "shape": list(output.shape), "dtype": output.dtype}],
+        "kernels": len(program.kernels),
+        "steps": len(program.steps),
+        "weight_bytes": program.weight_bytes,
+        "disabled_passes": sorted(options.disabled_passes),
+        "notes": program.notes,
+    }, indent=2) + "\n"
+    files["memory.json"] = json.dumps(arena.to_json(program), indent=2) + "\n"
+    files["reference.onnx"] = model_path.read_bytes()
+    _write_atomically(Path(out_dir), files)
+    return CompileResult(Path(out_dir), program, arena, board)

@@ -1,0 +1,68 @@
+"""Fused Relax module -> `Program`: schedule and lower every kernel to raw-pointer C, read the call graph."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+
+import numpy as np
+import tvm
+
+from schedules import default as default_schedule
+from tvm_pipeline import tvm_adapter
+from tvm_pipeline.lowering.program import Kernel, Program, Step
+
+#: A schedule rule picks itself by the kernel's TIR function: it returns True when it handled the schedule.
+ScheduleRule = Callable[[object, str], bool]
+
+
+def _symbol(tir_name: str) -> str:
+    return "tvmp_" + re.sub(r"[^0-9A-Za-z_]", "_", tir_name)
+
+
+def _lower_kernel(mod: tvm.IRModule, tir_name: str, rules: list[ScheduleRule]) -> Kernel:
+    sch = tvm_adapter.new_schedule(tvm_adapter.prim_func(mod, tir_name))
+    if not any(rule(sch, tir_name) for rule in rules):
+        default_schedule.apply(sch)
+    lowered = tvm_adapter.lower_to_c(tvm_adapter.scheduled_func(sch), _symbol(tir_name))
+    return Kernel(lowered.symbol, lowered.source, lowered.params, lowered.workspace_bytes, tir_name,
+                  lowered.inplace_params)
+
+
+def lower_program(mod: tvm.IRModule, rules: list[ScheduleRule] | None = None) -> Program:
+    """Lower a fused module (see `tvm_adapter.fuse`) to a Program.
+
+    Identical constants are stored once; each distinct kernel is generated once, however often it is called.
+    """
+    main = tvm_adapter.main_bindings(mod)
+    (input_name, input_type), = main.inputs
+    tensors = {input_name: input_type}
+    constants: dict[str, np.ndarray] = {}
+    constant_by_digest: dict[str, str] = {}
+    kernels: dict[str, Kernel] = {}
+    steps: list[Step] = []
+    alias: dict[str, str] = {}
+
+    def constant(value: np.ndarray) -> str:
+        value = np.ascontiguousarray(value)
+        digest = hashlib.sha256(value.tobytes() + str((value.dtype, value.shape)).encode()).hexdigest()
+        if digest not in constant_by_digest:
+            name = f"weight_{len(constants)}"
+            constant_by_digest[digest] = name
+            constants[name] = value
+        return constant_by_digest[digest]
+
+    for binding in main.bindings:
+        if not binding.func_name:  # `y = x`: no code, the same storage
+            alias[binding.output] = alias.get(binding.args[0], binding.args[0])
+            continue
+        if binding.func_name not in kernels:
+            kernels[binding.func_name] = _lower_kernel(mod, binding.func_name, rules or [])
+        args = [constant(a) if isinstance(a, np.ndarray) else alias.get(a, a) for a in binding.args]
+        inputs = tuple(dict.fromkeys(a for a in args if a in tensors))
+        tensors[binding.output] = binding.output_type
+        steps.append(Step(binding.output, kernels[binding.func_name].symbol, (*args, binding.output), inputs,
+                          binding.output))
+    by_symbol = {k.symbol: k for k in kernels.values()}
+    return Program(input_name, alias.get(main.output, main.output), tensors, constants, by_symbol, steps)
