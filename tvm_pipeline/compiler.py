@@ -49,16 +49,16 @@ class CompileResult:
 
 def _check_fits(board: Board, arena_bytes: int, weight_bytes: int) -> None:
     ram_needed = arena_bytes + STACK_RESERVE_BYTES
-    if ram_needed > board.ram_size:
+    if ram_needed > board.ram.size:
         raise UserError(
             f"the model does not fit {board.name}'s RAM: it needs {ram_needed:,} B (arena {arena_bytes:,} B + "
-            f"{STACK_RESERVE_BYTES:,} B stack reserve) but the board has {board.ram_size:,} B. Try a board with more "
+            f"{STACK_RESERVE_BYTES:,} B stack reserve) but the board has {board.ram.size:,} B. Try a board with more "
             f"SRAM (tvmp boards) or generic-m7 to measure it anyway."
         )
-    if weight_bytes > board.flash_size:
+    if weight_bytes > board.flash.size:
         raise UserError(
             f"the model does not fit {board.name}'s flash: its weights alone need {weight_bytes:,} B but the board "
-            f"has {board.flash_size:,} B."
+            f"has {board.flash.size:,} B."
         )
 
 

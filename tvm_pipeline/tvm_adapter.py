@@ -14,6 +14,7 @@ What it offers:
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,7 +89,11 @@ def import_onnx(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> t
     """Import an ONNX model into Relax with fixed input shapes; weights become Relax constants."""
     from tvm.relax.frontend.onnx import from_onnx
 
-    return from_onnx(model, shape_dict={k: list(v) for k, v in shapes.items()}, keep_params_in_input=False)
+    dtypes = {i.name: onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type).name for i in model.graph.input}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Renaming name")  # ONNX names like "input.1" are not C names
+        return from_onnx(model, shape_dict={k: list(v) for k, v in shapes.items()},
+                         dtype_dict={k: dtypes[k] for k in shapes}, keep_params_in_input=False)
 
 
 def onnx_supported_ops(opset: int) -> set[str]:
@@ -121,33 +126,44 @@ def _tensor_type(ty) -> TensorType:
 
 
 def main_bindings(mod: tvm.IRModule) -> MainFunction:
-    """Read the fused `main` as data; anything but kernel calls is an internal error (fusion lowers every op)."""
+    """Read the fused `main` as data. Relax var names repeat across scopes, so each var gets a unique name."""
     from tvm.ir import Constant
     from tvm.relax import Call, SeqExpr, Var
 
+    names: dict[int, str] = {}
+    taken: set[str] = set()
+
+    def name_of(var: Var) -> str:
+        handle = var.__chandle__()
+        if handle not in names:
+            name, k = var.name, 1
+            while name in taken:
+                name, k = f"{var.name}_{k}", k + 1
+            names[handle] = name
+            taken.add(name)
+        return names[handle]
+
     main = mod["main"]
-    inputs = tuple((p.name, _tensor_type(p.ty)) for p in main.params)
+    inputs = tuple((name_of(p), _tensor_type(p.ty)) for p in main.params)
     body = main.body
-    assert isinstance(body, SeqExpr)
+    if not isinstance(body, SeqExpr):
+        raise ValueError(f"fused main has an unexpected body: {type(body).__name__}")
     call_tir = ir.Op.get("relax.call_tir")
     bindings: list[Binding] = []
     for block in body.blocks:
         for b in block.bindings:
             value = b.value
             if isinstance(value, Var):  # an alias: the dataflow output re-bound to a plain var
-                bindings.append(Binding(b.var.name, _tensor_type(b.var.ty), "", (value.name,)))
+                bindings.append(Binding(name_of(b.var), _tensor_type(b.var.ty), "", (name_of(value),)))
                 continue
             if not (isinstance(value, Call) and value.op.same_as(call_tir)):
                 raise ValueError(f"unexpected binding after fusion: {b.var.name} = {value}")
-            func = value.args[0]
-            args: list[str | np.ndarray] = []
-            for a in value.args[1].fields:
-                args.append(a.value.numpy() if isinstance(a, Constant) else a.name)
-            bindings.append(Binding(b.var.name, _tensor_type(b.var.ty), func.name_hint, tuple(args)))
+            args = tuple(a.value.numpy() if isinstance(a, Constant) else name_of(a) for a in value.args[1].fields)
+            bindings.append(Binding(name_of(b.var), _tensor_type(b.var.ty), value.args[0].name_hint, args))
     out = body.body
     if not isinstance(out, Var):
         raise ValueError("only models with a single tensor output are supported")
-    return MainFunction(inputs, tuple(bindings), out.name, _tensor_type(out.ty))
+    return MainFunction(inputs, tuple(bindings), name_of(out), _tensor_type(out.ty))
 
 
 def prim_func(mod: tvm.IRModule, name: str) -> tirx.PrimFunc:

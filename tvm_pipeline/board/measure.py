@@ -18,6 +18,7 @@ from tvm_pipeline.errors import InternalError
 RAM_SECTIONS = (".data", ".bss")
 FLASH_SECTIONS = (".isr_vector", ".text", ".rodata", ".ARM.extab", ".ARM.exidx", ".data")
 ARENA_SYMBOL = "model_arena"
+NOT_ON_TARGET = (".debug", ".comment", ".ARM.attributes")
 
 
 @dataclass(frozen=True)
@@ -51,14 +52,16 @@ def measure_elf(elf: Path, arena_symbol: str = ARENA_SYMBOL) -> FirmwareSizes:
 
 
 def section_sizes(elf: Path) -> dict[str, int]:
-    """Every section of `elf` with its size in bytes, from `arm-none-eabi-size -A`."""
+    """The sections of `elf` that occupy the target's memory (debug and note sections left out), with their sizes
+    in bytes, from `arm-none-eabi-size -A`."""
     listing = _run([str(find_arm_toolchain().size), "-A", "-d", str(elf)])
     sizes: dict[str, int] = {}
     # Rows are "<name> <size> <address>"; the header, the "Total" row and blank lines do not fit that shape.
     for row in listing.splitlines():
         fields = row.split()
         if len(fields) == 3 and fields[0].startswith(".") and fields[1].isdigit():
-            sizes[fields[0]] = int(fields[1])
+            if not fields[0].startswith(NOT_ON_TARGET):
+                sizes[fields[0]] = int(fields[1])
     return sizes
 
 

@@ -1,0 +1,131 @@
+"""Run a compiled model folder on a board (or the host), check it against onnxruntime, collect measured figures.
+
+Every memory figure comes from the built ELF (`measure.py`) and the run itself (stack high-water mark), never
+from the planner's estimate; `arena_bytes` is the size of the `model_arena` symbol in the ELF.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tvm_pipeline.board.boards import Board
+from tvm_pipeline.board.firmware import build_firmware, build_host
+from tvm_pipeline.board.measure import measure_firmware
+from tvm_pipeline.board.runner import HostRunner, QemuRunner, Runner
+from tvm_pipeline.errors import UserError
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One run: numerics against the reference and the measured figures (None where the host cannot measure)."""
+
+    board: str
+    max_rel_error: float
+    max_abs_error: float
+    argmax_match: bool
+    arena_bytes: int | None
+    lower_bound_bytes: int
+    static_ram_bytes: int | None
+    stack_peak_bytes: int | None
+    peak_sram_bytes: int | None
+    flash_bytes: int | None
+    instructions: int | None
+    planner: str
+    output: list[float]
+
+    def to_json(self) -> dict:
+        """The object `tvmp run --json` prints (the output values are left out)."""
+        data = asdict(self)
+        data.pop("output")
+        return data
+
+
+def model_metadata(model_dir: Path) -> tuple[dict, dict]:
+    """model.json and memory.json of a compiled folder; a folder `tvmp compile` did not write is a UserError."""
+    model_dir = Path(model_dir)
+    try:
+        return (json.loads((model_dir / "model.json").read_text()),
+                json.loads((model_dir / "memory.json").read_text()))
+    except FileNotFoundError:
+        raise UserError(f"{model_dir} is not a folder written by `tvmp compile` (no model.json/memory.json)") from None
+
+
+def random_input(model_dir: Path, seed: int = 0) -> np.ndarray:
+    """A reproducible random input of the model's shape and dtype (normal floats, uniform integers)."""
+    meta, _ = model_metadata(model_dir)
+    spec = meta["inputs"][0]
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(spec["dtype"])
+    if dtype.kind == "f":
+        return rng.standard_normal(spec["shape"]).astype(dtype)
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max, size=spec["shape"], endpoint=True).astype(dtype)
+
+
+def reference_output(model_dir: Path, x: np.ndarray) -> np.ndarray:
+    """onnxruntime's output for the model the folder was compiled from."""
+    import onnxruntime as ort
+
+    meta, _ = model_metadata(model_dir)
+    session = ort.InferenceSession(str(Path(model_dir) / "reference.onnx"), providers=["CPUExecutionProvider"])
+    feed = {meta["inputs"][0]["name"]: x.reshape(meta["inputs"][0]["shape"])}
+    return session.run(None, feed)[0]
+
+
+def load_input(model_dir: Path, path: Path | None) -> np.ndarray:
+    """The user's .npy input (checked against the model's shape and dtype) or a seeded random one."""
+    if path is None:
+        return random_input(model_dir)
+    meta, _ = model_metadata(model_dir)
+    spec = meta["inputs"][0]
+    try:
+        x = np.load(path)
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read input {path}: {err}") from None
+    if x.size != int(np.prod(spec["shape"])):
+        raise UserError(f"input {path} has shape {list(x.shape)}; the model expects {spec['shape']}")
+    if x.dtype != np.dtype(spec["dtype"]):
+        raise UserError(f"input {path} has dtype {x.dtype}; the model expects {spec['dtype']}")
+    return x.reshape(spec["shape"])
+
+
+def evaluate(model_dir: Path, board: Board | None, x: np.ndarray, runner: Runner | None = None) -> Evaluation:
+    """Build the folder for `board` (None: the host), run it once on `x`, compare with onnxruntime."""
+    model_dir = Path(model_dir)
+    meta, memory = model_metadata(model_dir)
+    with tempfile.TemporaryDirectory(prefix="tvmp-build-") as build:
+        if board is None:
+            firmware = build_host(model_dir, x, Path(build))
+            result = (runner or HostRunner()).run(firmware)
+            sizes = None
+        else:
+            firmware = build_firmware(model_dir, board, x, Path(build))
+            sizes = measure_firmware(firmware)
+            result = (runner or QemuRunner()).run(firmware)
+    reference = reference_output(model_dir, x).reshape(-1)
+    got = result.output.astype(np.float64)
+    ref = reference.astype(np.float64)
+    abs_err = float(np.max(np.abs(got - ref))) if ref.size else 0.0
+    scale = float(np.max(np.abs(ref))) if ref.size else 1.0
+    static_ram = sizes.static_ram_bytes if sizes else None
+    stack = result.stack_peak_bytes
+    return Evaluation(
+        board=board.name if board else "host",
+        max_rel_error=abs_err / scale if scale > 0 else abs_err,
+        max_abs_error=abs_err,
+        argmax_match=bool(np.argmax(got) == np.argmax(ref)),
+        arena_bytes=sizes.arena_bytes if sizes else memory["arena_bytes"],
+        lower_bound_bytes=memory["lower_bound_bytes"],
+        static_ram_bytes=static_ram,
+        stack_peak_bytes=stack,
+        peak_sram_bytes=static_ram + stack if static_ram is not None and stack is not None else None,
+        flash_bytes=sizes.flash_bytes if sizes else None,
+        instructions=result.instructions,
+        planner=memory["planner"],
+        output=got.tolist(),
+    )
