@@ -154,6 +154,16 @@ def test_instruction_count_is_exact_for_a_known_loop(board_name: str, tmp_path: 
 
 
 @needs_arm
+def test_instruction_count_survives_systick_wraps(tmp_path: Path) -> None:
+    # 700 M instructions is 17.5 M ticks at 40 a tick: past the 24-bit SysTick counter's 16.8 M wrap.
+    counts = []
+    for n in (1_000, 350_000_000):
+        model = write_model(tmp_path / f"model{n}", after=SPIN_LOOP.format(n=n))
+        counts.append(run_on("stm32f746", model, random_input(), tmp_path / f"build{n}").instructions)
+    assert abs((counts[1] - counts[0]) - 2 * (350_000_000 - 1_000)) <= 40
+
+
+@needs_arm
 def test_instruction_count_is_deterministic_and_grows_with_work(tmp_path: Path) -> None:
     board = load_board("stm32f746")
     small = build_firmware(write_model(tmp_path / "small", count=16), board, random_input(16), tmp_path / "b1")

@@ -71,8 +71,9 @@ def test_result_from_log_converts_ticks_to_instructions() -> None:
 
 
 def test_result_from_log_raises_on_a_fault_and_on_a_missing_sentinel() -> None:
+    fault_log = "TVMP-OUTPUT count=3 element_bytes=4\nFAULT: HardFault PC=0x00000123\n"
     with pytest.raises(RunError, match="faulted .*FAULT: HardFault PC=0x00000123"):
-        result_from_log("TVMP-OUTPUT count=3 element_bytes=4\nFAULT: HardFault PC=0x00000123\n", 250, fake_firmware(), "t", 40)
+        result_from_log(fault_log, 250, fake_firmware(), "t", 40)
     with pytest.raises(RunError, match="exited with status 134 without printing TVMP-DONE"):
         result_from_log("qemu: fatal: Lockup\n", 134, fake_firmware(), "t", 40)
     with pytest.raises(RunError, match="printed 3 output elements, expected 4"):

@@ -192,11 +192,11 @@ def _overflow_message(board: Board, model_dir: Path, overflows: list[tuple[str, 
         region = board.ram if region_name == "RAM" else board.flash
         needed = region.size + int(overflow)
         what = (
-            f"static RAM (.data + .bss, including the model arena) plus {stack_reserve} bytes of minimum stack"
+            f".data + .bss including the model arena, plus {stack_reserve} bytes of minimum stack"
             if region_name == "RAM"
             else "code, weights and initialised data"
         )
-        parts.append(f"{region_name} needs {needed} bytes ({what}) but has {region.size}: {overflow} bytes over")
+        parts.append(f"{region_name} needs {needed} bytes ({what}) but has {region.size} ({overflow} over)")
     return (
         f"the model in {model_dir} does not fit board {board.name!r}: {'; '.join(parts)}. "
         "Choose a board with more memory (e.g. generic-m7) or make the model smaller"

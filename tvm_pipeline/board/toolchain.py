@@ -38,7 +38,7 @@ def find_arm_toolchain() -> ArmToolchain:
         [toolchain.gcc, "-print-file-name=nano.specs"], capture_output=True, text=True, check=False
     ).stdout.strip()
     if not Path(specs).is_file():
-        raise UserError(f"newlib for arm-none-eabi-gcc (nano.specs) is not installed; install it with: {INSTALL_COMMAND}")
+        raise UserError(f"newlib for arm-none-eabi-gcc (nano.specs) is missing; install it with: {INSTALL_COMMAND}")
     return toolchain
 
 
