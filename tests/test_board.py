@@ -16,10 +16,6 @@ from tvm_pipeline.board.measure import measure_firmware
 from tvm_pipeline.board.runner import HostRunner, QemuRunner, RunError
 from tvm_pipeline.errors import UserError
 
-needs_arm = pytest.mark.skipif(
-    shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
-    reason="needs gcc-arm-none-eabi, libnewlib-arm-none-eabi and qemu-system-arm",
-)
 
 FAULT_STATUS = 250  # TVMP_FAULT_STATUS in boards/common/startup.h
 
@@ -90,7 +86,7 @@ def expected_double_plus_one(values: np.ndarray) -> np.ndarray:
     return np.float32(2) * values + np.float32(1)
 
 
-@needs_arm
+
 @pytest.mark.parametrize("board_name", list_boards())
 def test_output_matches_numpy_exactly_on_every_board(board_name: str, tmp_path: Path) -> None:
     values = random_input()
@@ -113,7 +109,7 @@ def test_host_output_matches_numpy_exactly(tmp_path: Path) -> None:
 SPECIAL_BITS = [0x80000000, 0x00000001, 0x807FFFFF, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC12345, 0x7F812345]
 
 
-@pytest.mark.parametrize("where", ["host", pytest.param("stm32f746", marks=needs_arm)])
+@pytest.mark.parametrize("where", ["host", "stm32f746"])
 def test_special_float_inputs_pass_through_bit_exact(where: str, tmp_path: Path) -> None:
     # -0, denormals, infinities and NaNs with payloads (quiet and signalling) must survive input_data.h and the
     # printed hex; the model copies with memcpy so no FPU touches the bits.
@@ -126,7 +122,7 @@ def test_special_float_inputs_pass_through_bit_exact(where: str, tmp_path: Path)
     assert result.output.view(np.uint32).tolist() == SPECIAL_BITS
 
 
-@pytest.mark.parametrize("where", ["host", pytest.param("cortex-m0", marks=needs_arm)])
+@pytest.mark.parametrize("where", ["host", "cortex-m0"])
 def test_int8_model_round_trips(where: str, tmp_path: Path) -> None:
     values = np.array([-128, -1, 0, 1, 5, 127, -77, 64], dtype=np.int8)
     model = write_model(tmp_path / "model", count=8, ctype="int8_t", body="out[i] = (int8_t)(-slot[i]);", dtype="int8")
@@ -142,7 +138,7 @@ def test_int8_model_round_trips(where: str, tmp_path: Path) -> None:
 SPIN_LOOP = 'uint32_t n = {n}; __asm__ volatile(".syntax unified\\n1: subs %0, %0, #1\\n bne 1b" : "+r"(n));'
 
 
-@needs_arm
+
 @pytest.mark.parametrize("board_name", ["stm32f746", "nrf52840", "cortex-m0"])
 def test_instruction_count_is_exact_for_a_known_loop(board_name: str, tmp_path: Path) -> None:
     # Documents instructions_per_tick: 2 * 200000 more instructions must read as 400000 more, to one tick.
@@ -153,7 +149,7 @@ def test_instruction_count_is_exact_for_a_known_loop(board_name: str, tmp_path: 
     assert abs((counts[1] - counts[0]) - 400_000) <= load_board(board_name).instructions_per_tick
 
 
-@needs_arm
+
 def test_instruction_count_survives_systick_wraps(tmp_path: Path) -> None:
     # 700 M instructions is 17.5 M ticks at 40 a tick: past the 24-bit SysTick counter's 16.8 M wrap.
     counts = []
@@ -163,7 +159,7 @@ def test_instruction_count_survives_systick_wraps(tmp_path: Path) -> None:
     assert abs((counts[1] - counts[0]) - 2 * (350_000_000 - 1_000)) <= 40
 
 
-@needs_arm
+
 def test_instruction_count_is_deterministic_and_grows_with_work(tmp_path: Path) -> None:
     board = load_board("stm32f746")
     small = build_firmware(write_model(tmp_path / "small", count=16), board, random_input(16), tmp_path / "b1")
@@ -184,7 +180,7 @@ __attribute__((noinline)) static float deep(const float *x, int depth) {
 RECURSE = "out[0] = deep(slot, {depth});"
 
 
-@needs_arm
+
 def test_stack_peak_grows_with_a_deeper_stack(tmp_path: Path) -> None:
     peaks = []
     for depth in (2, 40):
@@ -194,7 +190,7 @@ def test_stack_peak_grows_with_a_deeper_stack(tmp_path: Path) -> None:
     assert 0 < peaks[0] and peaks[1] - peaks[0] >= 38 * 64
 
 
-@needs_arm
+
 @pytest.mark.parametrize("board_name", ["stm32f746", "nrf52840", "cortex-m0"])
 def test_stack_overflow_faults_with_a_non_zero_status(board_name: str, tmp_path: Path) -> None:
     # The M4/M7 boards catch it with the MPU guard; the M0 has no MPU, and faults when SP leaves RAM.
@@ -206,14 +202,14 @@ def test_stack_overflow_faults_with_a_non_zero_status(board_name: str, tmp_path:
         assert "FAULT: MemManage" in str(error.value)
 
 
-@needs_arm
+
 def test_undefined_instruction_reports_the_faulting_pc(tmp_path: Path) -> None:
     model = write_model(tmp_path / "model", after='__asm__ volatile("udf #7");')
     with pytest.raises(RunError, match=r"FAULT: UsageFault CFSR=0x00010000 .*PC=0x[0-9a-f]{8}"):
         run_on("stm32f746", model, random_input(), tmp_path / "build")
 
 
-@needs_arm
+
 def test_hung_firmware_is_stopped_by_the_timeout(tmp_path: Path) -> None:
     model = write_model(tmp_path / "model", after="for (;;) { __asm__ volatile(\"\"); }")
     started = time.monotonic()
@@ -222,14 +218,14 @@ def test_hung_firmware_is_stopped_by_the_timeout(tmp_path: Path) -> None:
     assert time.monotonic() - started < 10
 
 
-@needs_arm
+
 def test_non_zero_model_status_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(RunError, match="model_run returned status 3") as error:
         run_on("nrf52840", write_model(tmp_path / "model", status=3), random_input(), tmp_path / "build")
     assert error.value.exit_code == 3
 
 
-@needs_arm
+
 def test_arena_bigger_than_ram_fails_at_link_time(tmp_path: Path) -> None:
     model = write_model(tmp_path / "model", arena=400 * 1024)
     with pytest.raises(UserError, match=r"RAM needs (\d+) bytes .* but has 327680") as error:
@@ -238,7 +234,7 @@ def test_arena_bigger_than_ram_fails_at_link_time(tmp_path: Path) -> None:
     assert needed > 400 * 1024
 
 
-@needs_arm
+
 def test_weights_bigger_than_flash_fail_at_link_time(tmp_path: Path) -> None:
     helpers = "const uint8_t weights[300 * 1024] = {1};"
     model = write_model(tmp_path / "model", helpers=helpers, body="out[i] = slot[i] + weights[i];")
@@ -246,7 +242,7 @@ def test_weights_bigger_than_flash_fail_at_link_time(tmp_path: Path) -> None:
         build_firmware(model, load_board("cortex-m0"), random_input(), tmp_path / "build")
 
 
-@needs_arm
+
 def test_measure_reports_arena_ram_and_flash(tmp_path: Path) -> None:
     model = write_model(tmp_path / "model", arena=4096)
     sizes = measure_firmware(build_firmware(model, load_board("nrf52840"), random_input(), tmp_path / "build"))

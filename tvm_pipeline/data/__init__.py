@@ -1,0 +1,1 @@
+"""Training data: synthetic textured shapes, scikit-learn's digits, and ImageNet-style image folders."""
