@@ -70,3 +70,18 @@ def test_no_kernel_keeps_a_full_feature_map_on_the_stack(compiled):
     result = evaluate(out, load_board("stm32f746"), random_input(out))
     smallest_feature_map = 8 * 16 * 16 * 4
     assert result.stack_peak_bytes < smallest_feature_map
+
+
+@pytest.mark.parametrize("planner", ["greedy-by-size", "greedy-by-conflicts", "hill-climb", "milp"])
+def test_every_planner_gives_a_correct_board_run(compiled, planner):
+    """A wrong offset would corrupt a live buffer and show up as wrong output."""
+    out = compiled("mbv2_tiny", planner=planner)
+    memory = json.loads((out / "memory.json").read_text())
+    if planner == "milp":  # seeded by the heuristics; a heuristic placement already at the bound is kept
+        assert memory["planner_notes"] and (memory["planner"] == "milp" or memory["optimal"])
+    else:
+        assert memory["planner"] == planner
+    assert memory["arena_bytes"] >= memory["lower_bound_bytes"]
+    result = evaluate(out, load_board("stm32f746"), random_input(out, seed=5))
+    assert result.max_rel_error <= TOLERANCE
+    assert result.arena_bytes == memory["arena_bytes"]

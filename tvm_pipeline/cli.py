@@ -76,9 +76,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from tvm_pipeline.report import memory_report
+    from tvm_pipeline.report import memory_report, plot_timeline
 
     print(memory_report(Path(args.model_dir)))
+    png = Path(args.png) if args.png else Path(args.model_dir) / "memory.png"
+    plot_timeline(Path(args.model_dir), png, Path(args.baseline) if args.baseline else None)
+    print(f"\nmemory timeline written to {png}")
     return 0
 
 
@@ -118,8 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=1e-5, help="max relative error accepted (exit 1 above it)")
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("report", help="print the memory plan of a compiled folder")
+    p = sub.add_parser("report", help="print the memory plan of a compiled folder and plot its timeline")
     p.add_argument("model_dir")
+    p.add_argument("--png", help="where to write the timeline plot (default: MODEL_DIR/memory.png)")
+    p.add_argument("--baseline", help="another compiled folder (e.g. built with --disable-pass) to compare with")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("boards", help="list the boards")

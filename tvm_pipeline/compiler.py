@@ -1,6 +1,6 @@
-"""`compile_model`: ONNX file -> a self-contained folder of C for one board.
+"""`compile_model`: ONNX or TFLite file -> a self-contained folder of C for one board.
 
-frontend (validate, fix shapes) -> passes (Relax) -> fuse -> lowering (kernels as C) -> planner (arena)
+frontend (validate, fix shapes, import) -> passes (Relax) -> fuse -> lowering (kernels as C) -> planner (arena)
 -> fit check against the board -> C emitter -> folder written atomically (temp dir, then rename).
 """
 
@@ -18,7 +18,7 @@ from tvm_pipeline.arena import ArenaPlan, plan_arena
 from tvm_pipeline.board.boards import Board, load_board
 from tvm_pipeline.codegen import c_emitter
 from tvm_pipeline.errors import UserError
-from tvm_pipeline.frontend.onnx_loader import check_supported_ops, input_specs, load_onnx
+from tvm_pipeline.frontend import load_model
 from tvm_pipeline.lowering.lower import lower_program
 from tvm_pipeline.lowering.program import Program
 from tvm_pipeline.passes import run_passes
@@ -85,17 +85,12 @@ def _write_atomically(out_dir: Path, files: dict[str, str | bytes]) -> None:
 
 
 def compile_model(model_path: Path, out_dir: Path, options: CompileOptions = CompileOptions()) -> CompileResult:
-    """Compile an ONNX model for `options.board` into `out_dir` (replaced as a whole if it exists)."""
+    """Compile an .onnx or .tflite model for `options.board` into `out_dir` (replaced as a whole if it exists)."""
     model_path = Path(model_path)
     board = load_board(options.board)
-    model = load_onnx(model_path)
-    check_supported_ops(model)
-    (spec,) = input_specs(model, options.input_shapes)
-    try:
-        mod = tvm_adapter.import_onnx(model, {spec.name: spec.shape})
-    except Exception as err:  # the frontend raises bare TVM errors for attributes it cannot convert
-        raise UserError(f"TVM's ONNX frontend could not import {model_path.name}: {err}") from None
-    mod, notes = run_passes(mod, options.disabled_passes)
+    loaded = load_model(model_path, options.input_shapes)
+    spec = loaded.input
+    mod, notes = run_passes(loaded.mod, options.disabled_passes)
     program = lower_program(tvm_adapter.fuse(mod))
     program.notes.extend(notes)
     arena = plan_arena(program, board.buffer_alignment, options.planner)
@@ -109,9 +104,11 @@ def compile_model(model_path: Path, out_dir: Path, options: CompileOptions = Com
     output = program.tensors[program.output]
     files["model.json"] = json.dumps({
         "source_model": source,
+        "source_format": loaded.format,
+        "reference": loaded.reference_file,
         "board": board.name,
         "inputs": [{"name": spec.name, "shape": list(spec.shape), "dtype": spec.dtype}],
-        "outputs": [{"name": model.graph.output[0].name, "shape": list(output.shape), "dtype": output.dtype}],
+        "outputs": [{"name": loaded.output_name, "shape": list(output.shape), "dtype": output.dtype}],
         "kernels": len(program.kernels),
         "steps": len(program.steps),
         "weight_bytes": program.weight_bytes,
@@ -119,6 +116,6 @@ def compile_model(model_path: Path, out_dir: Path, options: CompileOptions = Com
         "notes": program.notes,
     }, indent=2) + "\n"
     files["memory.json"] = json.dumps(arena.to_json(program), indent=2) + "\n"
-    files["reference.onnx"] = model_path.read_bytes()
+    files[loaded.reference_file] = model_path.read_bytes()
     _write_atomically(Path(out_dir), files)
     return CompileResult(Path(out_dir), program, arena, board)

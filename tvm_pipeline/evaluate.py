@@ -1,4 +1,7 @@
-"""Run a compiled model folder on a board (or the host), check it against onnxruntime, collect measured figures.
+"""Run a compiled model folder on a board (or the host), check it against its reference, collect measured figures.
+
+The reference is the source model copied into the folder (`model.json` "reference"), run by onnxruntime for
+`reference.onnx` and by LiteRT's TFLite interpreter (`ai-edge-litert`) for `reference.tflite`.
 
 Every memory figure comes from the built ELF (`measure.py`) and the run itself (stack high-water mark), never
 from the planner's estimate; `arena_bytes` is the size of the `model_arena` symbol in the ELF.
@@ -67,14 +70,38 @@ def random_input(model_dir: Path, seed: int = 0) -> np.ndarray:
     return rng.integers(info.min, info.max, size=spec["shape"], endpoint=True).astype(dtype)
 
 
-def reference_output(model_dir: Path, x: np.ndarray) -> np.ndarray:
-    """onnxruntime's output for the model the folder was compiled from."""
+def _run_onnxruntime(model_file: Path, name: str, x: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
+    session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+    return session.run(None, {name: x})[0]
+
+
+def _run_tflite_interpreter(model_file: Path, name: str, x: np.ndarray) -> np.ndarray:
+    """LiteRT's reference kernels (BUILTIN_REF: no XNNPACK, no optimized kernels), like TFLM's reference kernels."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(model_path=str(model_file),
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    (detail,) = [d for d in interpreter.get_input_details() if d["name"] == name]
+    if tuple(detail["shape"]) != x.shape:  # a batch fixed with --input-shape
+        interpreter.resize_tensor_input(detail["index"], list(x.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(detail["index"], x)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+#: The runtime that runs a reference model, by the reference file's suffix.
+_REFERENCE_RUNTIMES = {".onnx": _run_onnxruntime, ".tflite": _run_tflite_interpreter}
+
+
+def reference_output(model_dir: Path, x: np.ndarray) -> np.ndarray:
+    """The source model's output, run by its own format's runtime (onnxruntime, or the TFLite interpreter)."""
     meta, _ = model_metadata(model_dir)
-    session = ort.InferenceSession(str(Path(model_dir) / "reference.onnx"), providers=["CPUExecutionProvider"])
-    feed = {meta["inputs"][0]["name"]: x.reshape(meta["inputs"][0]["shape"])}
-    return session.run(None, feed)[0]
+    reference = Path(model_dir) / meta.get("reference", "reference.onnx")  # folders from before TFLite support
+    spec = meta["inputs"][0]
+    return _REFERENCE_RUNTIMES[reference.suffix](reference, spec["name"], x.reshape(spec["shape"]))
 
 
 def load_input(model_dir: Path, path: Path | None) -> np.ndarray:
@@ -95,7 +122,7 @@ def load_input(model_dir: Path, path: Path | None) -> np.ndarray:
 
 
 def evaluate(model_dir: Path, board: Board | None, x: np.ndarray, runner: Runner | None = None) -> Evaluation:
-    """Build the folder for `board` (None: the host), run it once on `x`, compare with onnxruntime."""
+    """Build the folder for `board` (None: the host), run it once on `x`, compare with the reference runtime."""
     model_dir = Path(model_dir)
     meta, memory = model_metadata(model_dir)
     with tempfile.TemporaryDirectory(prefix="tvmp-build-") as build:

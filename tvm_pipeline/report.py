@@ -24,6 +24,48 @@ def live_bytes_per_step(memory: dict) -> list[int]:
     return live
 
 
+def plot_timeline(model_dir: Path, png: Path, baseline_dir: Path | None = None) -> Path:
+    """A PNG of the arena over the execution order: one rectangle per buffer (offset x live range), the live
+    bytes per step, the peak marked; with `baseline_dir`, that build's live bytes are drawn for comparison."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    meta, memory = model_metadata(model_dir)
+    fig, (ax_arena, ax_live) = plt.subplots(2, 1, figsize=(10, 7), sharex=True, height_ratios=[3, 2])
+    colors = {"input": "tab:green", "output": "tab:red", "activation": "tab:blue", "scratch": "tab:orange"}
+    for b in memory["buffers"]:
+        ax_arena.add_patch(plt.Rectangle((b["first"] - 0.45, b["offset"] / 1024), b["last"] - b["first"] + 0.9,
+                                         b["size"] / 1024, color=colors.get(b["kind"], "tab:gray"), alpha=0.7))
+    ax_arena.set_xlim(-1, len(memory["order"]))
+    ax_arena.set_ylim(0, memory["arena_bytes"] / 1024 * 1.05)
+    ax_arena.set_ylabel("arena offset (KiB)")
+    ax_arena.set_title(f"{meta['source_model']} on {meta['board']}: arena {memory['arena_bytes']:,} B, "
+                       f"lower bound {memory['lower_bound_bytes']:,} B")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.7) for c in colors.values()]
+    ax_arena.legend(handles, list(colors), loc="upper right", fontsize=8)
+    live = live_bytes_per_step(memory)
+    ax_live.step(range(len(live)), [v / 1024 for v in live], where="mid", label="this build")
+    peak_step = max(range(len(live)), key=live.__getitem__)
+    ax_live.annotate(f"peak {live[peak_step]:,} B", (peak_step, live[peak_step] / 1024),
+                     xytext=(0, 8), textcoords="offset points", ha="center", color="tab:red")
+    ax_live.plot([peak_step], [live[peak_step] / 1024], "o", color="tab:red")
+    if baseline_dir is not None:
+        _, base = model_metadata(baseline_dir)
+        base_live = live_bytes_per_step(base)
+        ax_live.step(range(len(base_live)), [v / 1024 for v in base_live], where="mid", linestyle="--",
+                     label=f"baseline ({Path(baseline_dir).name}), peak {max(base_live):,} B")
+    ax_live.set_xlabel("step (kernel call in execution order)")
+    ax_live.set_ylabel("live KiB")
+    ax_live.legend(fontsize=8)
+    fig.tight_layout()
+    png = Path(png)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
+
+
 def memory_report(model_dir: Path) -> str:
     """The text `tvmp report` prints: summary, per-step live bytes, buffer table, arena timeline."""
     meta, memory = model_metadata(model_dir)

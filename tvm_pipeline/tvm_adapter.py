@@ -325,3 +325,25 @@ def lower_to_c(func: tirx.PrimFunc, symbol: str) -> LoweredKernel:
     source = _TVM_PREAMBLE.sub("", source).replace("TVM_DLL ", "")
     source = re.sub(r"#ifdef __cplusplus\nextern \"C\"\n#endif\n", "", source)
     return LoweredKernel(symbol, source.strip() + "\n", params, workspace_bytes, inplace)
+
+
+def import_tflite(model, shapes: dict[str, tuple[int, ...]], dtypes: dict[str, str]) -> tvm.IRModule:
+    """Import a parsed TFLite model (`tflite.Model`) into Relax with fixed input shapes; weights become constants.
+
+    int8 models import as QDQ fake-quant (`R.quantize`/`R.dequantize` around float ops), as ONNX QDQ models do.
+    """
+    from tvm.relax.frontend.tflite import from_tflite
+
+    mod = from_tflite(model, shape_dict={k: tuple(v) for k, v in shapes.items()}, dtype_dict=dict(dtypes))
+    # The frontend also attaches every weight as a "params" attribute; they are constants in the body already.
+    mod["main"] = mod["main"].without_attr("params")
+    return mod
+
+
+def tflite_supported_ops() -> tuple[set[str], set[str]]:
+    """TFLite builtin operator names TVM's Relax frontend converts, and those it converts in quantized form."""
+    from tvm.relax.frontend.tflite.tflite_frontend import OperatorConverter
+
+    converter = OperatorConverter(None, None, None, None)  # only reads its tables; no model needed
+    markers = {"DELEGATE", "PLACEHOLDER_FOR_GREATER_OP_CODES"}  # entries that only raise "not a tensor operator"
+    return set(converter.convert_map) - markers, set(OperatorConverter._SUPPORTED_QUANTIZED_OPS)
