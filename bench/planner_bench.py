@@ -130,7 +130,7 @@ def main() -> None:
         if number == 0:
             print("  ".join("-" * width for width in widths))
     print(f"bytes, alignment {ALIGNMENT}; LB = lower bound (most bytes live at once) for the file's / the searched order;"
-          " plan s = order search + auto placement")  # fmt: skip
+          " milp = seeded by the best heuristic, skipped when that reaches LB; plan s = order search + auto placement")  # fmt: skip
 
 
 if __name__ == "__main__":

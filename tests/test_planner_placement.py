@@ -152,6 +152,6 @@ def test_timeline_draws_each_step_and_ends_with_the_summary():
     text = format_timeline(plan, buffers, width=12)
     rows = text.splitlines()
     assert rows[1:3] == ["   0 | " + "B" * 8 + "A" * 4, "   1 | " + "B" * 8 + "C" * 4]
-    assert rows[3].split() == ["A", "x", "@", "64", "32", "B", "live", "[0,", "0]"]
+    assert rows[3] == "A  @ 64  32 B  live [0, 0]  x"
     assert rows[-1] == "arena 96 B, lower bound 96 B (ratio 1.000), greedy-by-size, optimal"
     assert plan_buffers([]).arena_bytes == 0 and "ratio n/a" in format_timeline(plan_buffers([]), [])

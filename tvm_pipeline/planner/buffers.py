@@ -63,6 +63,17 @@ def lower_bound(buffers: Sequence[Buffer], alignment: int) -> int:
     return peak
 
 
+def maximal_live_sets(buffers: Sequence[Buffer]) -> list[tuple[int, ...]]:
+    """The maximal sets of buffer indices live at a common step (the maximal cliques of the conflicts)."""
+    starts = sorted({buffer.first for buffer in buffers})
+    sets = []
+    for step, following in zip(starts, starts[1:] + [None]):
+        live = tuple(i for i, buffer in enumerate(buffers) if buffer.first <= step <= buffer.last)
+        if following is None or any(buffers[i].last < following for i in live):  # else the next set is larger
+            sets.append(live)
+    return sets
+
+
 @dataclass(frozen=True)
 class Problem:
     """A placement problem in index form: aligned sizes and each buffer's conflicting neighbours."""
@@ -71,6 +82,7 @@ class Problem:
     neighbours: tuple[tuple[int, ...], ...]
     pairs: tuple[tuple[int, int], ...]
     lifetimes: tuple[int, ...]  # last - first + 1, a tie-breaker for the greedy orders
+    cliques: tuple[tuple[int, ...], ...]  # the maximal sets of buffers live at one step
 
     @staticmethod
     def from_buffers(buffers: Sequence[Buffer], alignment: int) -> "Problem":
@@ -88,6 +100,7 @@ class Problem:
             neighbours=tuple(tuple(n) for n in neighbours),
             pairs=tuple(pairs),
             lifetimes=tuple(buffer.last - buffer.first + 1 for buffer in buffers),
+            cliques=tuple(maximal_live_sets(buffers)),
         )
 
     def arena(self, offsets: Sequence[int]) -> int:

@@ -38,6 +38,9 @@ class OpGraph:
     graph_outputs: tuple[str, ...]  # live until the last step
 
     def __post_init__(self) -> None:
+        names = [node.name for node in self.nodes]
+        if len(set(names)) != len(names):
+            raise InternalError(f"node names repeat: {sorted(name for name in set(names) if names.count(name) > 1)}")
         produced = set(self.graph_inputs)
         for node in self.nodes:
             for tensor in node.inputs:

@@ -4,8 +4,8 @@ Start from the better of the two greedy orders (see greedy.py). Each step propos
 order: with probability 0.7 a buffer that reaches the arena's top moves to a random earlier position
 (placed earlier, it can settle lower), otherwise two random positions swap. First fit re-places the
 buffers from the first changed position on, and the proposal is kept when the arena does not grow
-(sideways moves cross plateaus). It stops at the lower bound or after `iterations` proposals. The
-random generator has a fixed seed, so the result depends on the problem only.
+(sideways moves cross plateaus). It stops at the lower bound or after `iterations` proposals (fewer on big
+problems). The random generator has a fixed seed, so the result depends on the problem only.
 """
 
 import random
@@ -14,11 +14,16 @@ from tvm_pipeline.planner.buffers import Problem
 from tvm_pipeline.planner.greedy import conflict_order, first_fit, size_order
 
 ITERATIONS = 1000
+WORK = 2_000_000  # fewer iterations on big problems: about WORK / (buffers + conflicting pairs)
 SEED = 0
 
 
 def hill_climb(problem: Problem, lower_bound: int, iterations: int = ITERATIONS, seed: int = SEED) -> list[int]:
-    """Offsets of the best first-fit placement found by hill-climbing from the greedy orders."""
+    """Offsets of the best first-fit placement found by hill-climbing from the greedy orders.
+
+    Runs at most `iterations` steps, fewer on big problems (see WORK), so planning time stays bounded.
+    """
+    iterations = min(iterations, WORK // (len(problem.sizes) + len(problem.pairs) + 1))
     starts = [size_order(problem), conflict_order(problem)]
     order, offsets = min(((o, first_fit(problem, o)) for o in starts), key=lambda pair: problem.arena(pair[1]))
     arena = problem.arena(offsets)

@@ -6,6 +6,10 @@ Model, in units of g = gcd of the aligned sizes (so all coefficients are small i
                x_i + s_i <= x_j + M * z_ij                     for every conflicting pair i < j
                x_j + s_j <= x_i + M * (1 - z_ij)               (z_ij = 0: i below j; z_ij = 1: j below i)
                0 <= x_i,  lower bound <= A <= U,  z_ij binary,  M = U = the seed's arena - 1
+and, for every maximal set C of buffers live at one step and every i in C (stacking cuts, which make
+the LP relaxation far tighter than big-M alone: the members of C below i are disjoint, and so are those
+above it):
+               x_i >= sum of s_j over j in C below i,    x_i + s_i + sum of s_j over j in C above i <= A
 Capping A one unit below the seed makes every feasible point a strict improvement: "infeasible" proves
 the seed optimal. Mirroring a placement (x -> A - x - s) flips every z, so z of the first pair is fixed
 at 0. The solver's offsets are turned back into exact aligned offsets by first fit in increasing
@@ -17,13 +21,13 @@ from dataclasses import dataclass
 from functools import reduce
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.optimize import Bounds, LinearConstraint, OptimizeResult, milp
 from scipy.sparse import coo_array
 
 from tvm_pipeline.planner.buffers import Problem
 from tvm_pipeline.planner.greedy import first_fit
 
-PAIRS_PER_SECOND = 300  # above this many conflicting pairs per second of time limit, the MILP is skipped
+PAIRS_PER_SECOND = 100  # above this many conflicting pairs per second of time limit, the MILP is skipped
 
 
 @dataclass(frozen=True)
@@ -59,14 +63,36 @@ def improve_by_milp(problem: Problem, seed_arena: int, lower_bound: int, time_li
     return MilpOutcome(offsets, problem.arena(offsets), proven, note)
 
 
-def _solve(problem: Problem, unit: int, cap: int, low: int, time_limit_s: float):
+def _solve(problem: Problem, unit: int, cap: int, low: int, time_limit_s: float) -> OptimizeResult:
     """Solve the model above with A <= cap (in units); variables are x_0..x_{n-1}, A, z_0..z_{p-1}."""
     n, pairs = len(problem.sizes), problem.pairs
-    sizes = np.array(problem.sizes) // unit
-    arena_var = n
+    variables = n + 1 + len(pairs)
+    lower_bounds, upper_bounds = np.zeros(variables), np.ones(variables)
+    upper_bounds[:n] = np.maximum(cap - np.array(problem.sizes) // unit, 0)
+    lower_bounds[n], upper_bounds[n] = min(low, cap), cap
+    if pairs:
+        upper_bounds[n + 1] = 0  # mirror symmetry
+    integrality = np.zeros(variables)
+    integrality[n + 1 :] = 1
+    objective = np.zeros(variables)
+    objective[n] = 1.0
+    return milp(
+        objective,
+        constraints=_constraints(problem, unit, cap),
+        bounds=Bounds(lower_bounds, upper_bounds),
+        integrality=integrality,
+        options={"time_limit": time_limit_s, "disp": False},
+    )
+
+
+def _constraints(problem: Problem, unit: int, cap: int) -> LinearConstraint:
+    """The model's rows, each `sum of terms <= bound`, over x_0..x_{n-1}, A (column n), z_0..z_{p-1}."""
+    n = len(problem.sizes)
+    sizes = [size // unit for size in problem.sizes]
+    pair_var = {pair: n + 1 + k for k, pair in enumerate(problem.pairs)}
     rows, cols, values, upper = [], [], [], []
 
-    def add_row(terms: list[tuple[int, float]], bound: float) -> None:
+    def add_row(terms: list[tuple[int, int]], bound: int) -> None:
         for col, value in terms:
             rows.append(len(upper))
             cols.append(col)
@@ -74,27 +100,19 @@ def _solve(problem: Problem, unit: int, cap: int, low: int, time_limit_s: float)
         upper.append(bound)
 
     for i in range(n):
-        add_row([(i, 1.0), (arena_var, -1.0)], -sizes[i])
-    for k, (i, j) in enumerate(pairs):
-        z = n + 1 + k
-        add_row([(i, 1.0), (j, -1.0), (z, -cap)], -sizes[i])
-        add_row([(j, 1.0), (i, -1.0), (z, cap)], cap - sizes[j])
-    variables = n + 1 + len(pairs)
-    matrix = coo_array((values, (rows, cols)), shape=(len(upper), variables)).tocsr()
-    lower_bounds = np.zeros(variables)
-    upper_bounds = np.ones(variables)
-    upper_bounds[:n] = np.maximum(cap - sizes, 0)
-    lower_bounds[arena_var], upper_bounds[arena_var] = min(low, cap), cap
-    if pairs:
-        upper_bounds[n + 1] = 0  # mirror symmetry
-    integrality = np.zeros(variables)
-    integrality[n + 1 :] = 1
-    objective = np.zeros(variables)
-    objective[arena_var] = 1.0
-    return milp(
-        objective,
-        constraints=LinearConstraint(matrix, -np.inf, np.array(upper, dtype=float)),
-        bounds=Bounds(lower_bounds, upper_bounds),
-        integrality=integrality,
-        options={"time_limit": time_limit_s, "disp": False},
-    )
+        add_row([(i, 1), (n, -1)], -sizes[i])
+    for (i, j), z in pair_var.items():
+        add_row([(i, 1), (j, -1), (z, -cap)], -sizes[i])
+        add_row([(j, 1), (i, -1), (z, cap)], cap - sizes[j])
+    for clique in problem.cliques:
+        for i in clique:
+            # "j below i" is 1 - z for a pair (j, i) and z for a pair (i, j)
+            earlier = [(pair_var[j, i], sizes[j]) for j in clique if j < i]
+            later = [(pair_var[i, j], sizes[j]) for j in clique if j > i]
+            earlier_bytes, later_bytes = sum(s for _, s in earlier), sum(s for _, s in later)
+            below = [(z, -s) for z, s in earlier] + later  # sum over j below i = earlier_bytes + these terms
+            add_row([(i, -1), *below], -earlier_bytes)
+            above = [(z, -s) for z, s in below]  # sum over j above i = later_bytes + these terms
+            add_row([(i, 1), (n, -1), *above], -sizes[i] - later_bytes)
+    matrix = coo_array((np.array(values, dtype=float), (rows, cols)), shape=(len(upper), n + 1 + len(pair_var)))
+    return LinearConstraint(matrix.tocsr(), -np.inf, np.array(upper, dtype=float))

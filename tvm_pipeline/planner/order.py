@@ -6,10 +6,11 @@ node n from done set S peaks at  live(S) + outputs(n) + scratch(n) - in-place sa
 least peak to reach S obeys the recurrence
     best(S + n) = min over n of max(best(S), step_peak(S, n)),
 solved layer by layer (layer k = done sets of k nodes), keeping one parent per done set for the order.
-Exact while every layer has at most EXACT_STATES done sets; above that each layer keeps the
-BEAM_STATES with the lowest (peak, live bytes): a beam search, i.e. greedy with look-ahead. States that
-cannot beat the file's order are dropped, so the result is never worse than the file's order; past
-the time limit the beam narrows to one (plain greedy). Peaks match lower_bound(liveness(...), 1).
+Exact while every layer has at most EXACT_STATES done sets; once one has more, every layer from then
+on keeps the BEAM_STATES with the lowest (peak, live bytes): a beam search, i.e. greedy with
+look-ahead. States that cannot beat the file's order are dropped, so the result is never worse than
+the file's order; past the time limit the beam narrows to one (plain greedy).
+Peaks are those of lower_bound(liveness(graph, order)[0], alignment=1): raw bytes, in-place merges included.
 """
 
 import time
@@ -19,7 +20,7 @@ from tvm_pipeline.planner.buffers import lower_bound
 from tvm_pipeline.planner.graph import OpGraph, liveness
 
 EXACT_STATES = 4000
-BEAM_STATES = 400
+BEAM_STATES = 200
 
 
 def best_order(graph: OpGraph, time_limit_s: float = 2.0) -> list[int]:
@@ -54,7 +55,7 @@ class _Tables:
         for index, node in enumerate(graph.nodes):
             for tensor in node.outputs:
                 self.successors[index] |= readers[tensor]
-            self.needs.append(sum(1 << writer[t] for t in set(node.inputs) if t in writer))
+            self.needs.append(sum(1 << w for w in {writer[t] for t in node.inputs if t in writer}))
             self.reads.append([(mask[t], graph.sizes[t]) for t in sorted(set(node.inputs)) if t not in outputs])
             self.written.append(sum(graph.sizes[t] for t in node.outputs))
             self.dead.append(sum(graph.sizes[t] for t in node.outputs if not readers[t] and t not in outputs))
@@ -74,6 +75,7 @@ def _search(tables: _Tables, incumbent: int, deadline: float) -> list[int] | Non
     ready = sum(1 << node for node in range(tables.count) if not tables.needs[node])
     layer = {0: (0, tables.start, ready)}  # done set -> (peak so far, live bytes, ready nodes)
     parents: list[dict[int, tuple[int, int]]] = []  # per layer: done set -> (previous done set, node)
+    limit = EXACT_STATES
     for _ in range(tables.count):
         nxt: dict[int, tuple[int, int, int]] = {}
         came_from: dict[int, tuple[int, int]] = {}
@@ -95,8 +97,12 @@ def _search(tables: _Tables, incumbent: int, deadline: float) -> list[int] | Non
                 came_from[after] = (done, node)
         if not nxt:
             return None
-        width = 1 if time.monotonic() > deadline else BEAM_STATES if len(nxt) > EXACT_STATES else len(nxt)
-        layer = dict(sorted(nxt.items(), key=lambda item: (item[1][:2], item[0]))[:width])
+        if time.monotonic() > deadline:
+            limit = 1
+        if len(nxt) > limit:
+            limit = min(limit, BEAM_STATES)  # no longer exact: a beam from here on
+            nxt = dict(sorted(nxt.items(), key=lambda item: (item[1][:2], item[0]))[:limit])
+        layer = nxt
         parents.append(came_from)
     order, done = [], (1 << tables.count) - 1
     for came_from in reversed(parents):

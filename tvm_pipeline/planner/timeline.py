@@ -3,7 +3,7 @@
     step | arena 0 .. 96 B, one column = 2 B
        0 | AAAAAAAAAAAAAAAAAAAAAAAAABBBBBBBBBBBBBBBBBBBBBBBBB..........
        1 | CCCCCCCCCCCCCCCCCCCCCCCCCBBBBBBBBBBBBBBBBBBBBBBBBB..........
-    A  x    @ 0     32 B  live [0, 0]
+    A  @  0  32 B  live [0, 0]  x
     ...
     arena 96 B, lower bound 96 B (ratio 1.000), greedy-by-size, optimal
 """
@@ -40,11 +40,12 @@ def format_timeline(plan: Plan, buffers: Sequence[Buffer], width: int = 60) -> s
                 end = max(start + 1, -(-(plan.offsets[buffer.name] + buffer.size) * width // arena))
                 row[start:end] = symbols[buffer.name] * (end - start)
         lines.append(f"{step:4d} | {''.join(row)}")
-    name_width = max((len(buffer.name) for buffer in buffers), default=0)
+    offset_width = len(str(plan.arena_bytes))
+    size_width = len(str(max((buffer.size for buffer in buffers), default=0)))
     for buffer in buffers:
         lines.append(
-            f"{symbols[buffer.name]}  {buffer.name:<{name_width}}  @ {plan.offsets[buffer.name]:<8d}"
-            f"{buffer.size:>8d} B  live [{buffer.first}, {buffer.last}]"
+            f"{symbols[buffer.name]}  @ {plan.offsets[buffer.name]:>{offset_width}}  {buffer.size:>{size_width}} B  "
+            f"live [{buffer.first}, {buffer.last}]  {buffer.name}"
         )
     lines.append(summary_line(plan))
     return "\n".join(lines)
