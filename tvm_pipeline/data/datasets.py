@@ -23,7 +23,11 @@ class DataSplits:
 
 
 def make_datasets(
-    spec: str, resolution: int, seed: int = 0, shapes_sizes: tuple[int, int] = (5000, 1000), shapes_classes: int = len(SHAPES)
+    spec: str,
+    resolution: int,
+    seed: int = 0,
+    shapes_sizes: tuple[int, int] = (5000, 1000),
+    shapes_classes: int = len(SHAPES),
 ) -> DataSplits:
     """Data sets for `spec` at `resolution`; `shapes_sizes` (train, val) and `shapes_classes` apply to shapes only."""
     if spec == "shapes":

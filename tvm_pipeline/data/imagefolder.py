@@ -15,7 +15,12 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from tvm_pipeline.data.transforms import random_horizontal_flip, random_resized_crop, resize_center_crop, to_normalized_tensor
+from tvm_pipeline.data.transforms import (
+    random_horizontal_flip,
+    random_resized_crop,
+    resize_center_crop,
+    to_normalized_tensor,
+)
 from tvm_pipeline.errors import UserError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -44,12 +49,17 @@ class ImageFolderDataset(Dataset):
         return to_normalized_tensor(image), label
 
 
-def image_folder_splits(root: str | Path, resolution: int, seed: int = 0) -> tuple[ImageFolderDataset, ImageFolderDataset]:
+def image_folder_splits(
+    root: str | Path, resolution: int, seed: int = 0
+) -> tuple[ImageFolderDataset, ImageFolderDataset]:
     """(train, val) datasets of an image folder tree, in either layout described above."""
     root = Path(root)
     if (root / "train").is_dir():
         if not (root / "val").is_dir():
-            raise UserError(f"--data: {root} has a train/ folder but no val/ folder; add val/CLASS/ images, or put the class folders directly in {root}")
+            raise UserError(
+                f"--data: {root} has a train/ folder but no val/ folder; add val/CLASS/ images, "
+                f"or put the class folders directly in {root}"
+            )
         classes = _class_names(root / "train")
         train, val = _samples(root / "train", classes), _samples(root / "val", classes)
     else:
@@ -88,4 +98,3 @@ def _hold_out(samples: list[Sample], seed: int) -> tuple[list[Sample], list[Samp
         for position, sample in enumerate(members):
             (val if position in picked else train).append(sample)
     return train, val
-

@@ -20,13 +20,16 @@ from tvm_pipeline.errors import UserError
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "diamond", "hexagon")
 SPLITS = {"train": 0, "val": 1}
+MIN_CONTRAST = 100.0  # RGB distance between the mean colours of a shape and its background
 SUPERSAMPLE = 2  # draw masks at twice the size and shrink them, for anti-aliased edges
 
 
 class ShapesDataset(Dataset):
     """`size` images of `resolution` pixels, one of the first `num_classes` SHAPES each; items are (3xRxR, label)."""
 
-    def __init__(self, size: int, resolution: int, num_classes: int = len(SHAPES), seed: int = 0, split: str = "train") -> None:
+    def __init__(
+        self, size: int, resolution: int, num_classes: int = len(SHAPES), seed: int = 0, split: str = "train"
+    ) -> None:
         if not 2 <= num_classes <= len(SHAPES):
             raise UserError(f"num_classes: shapes has 2 to {len(SHAPES)} classes, got {num_classes}")
         if split not in SPLITS:
@@ -49,8 +52,8 @@ class ShapesDataset(Dataset):
         rng = np.random.default_rng([*self.key, index])
         label = index % self.num_classes
         side = self.resolution
-        background = _texture(rng, side)
-        foreground = _texture(rng, side)
+        background = _texture(rng, side, amplitude=100.0)
+        foreground = _texture(rng, side, amplitude=60.0, away_from=background.mean(axis=(0, 1)))
         radius = rng.uniform(0.12, 0.35) * side
         centre = rng.uniform(radius, side - radius, size=2)
         mask = _shape_mask(SHAPES[label], centre, radius, rng.uniform(0, 2 * math.pi), side)[..., None]
@@ -58,21 +61,30 @@ class ShapesDataset(Dataset):
         return np.clip(image, 0, 255).astype(np.uint8), label
 
 
-def _texture(rng: np.random.Generator, side: int) -> np.ndarray:
-    """A side x side x 3 float image blending two random colours by stripes, a checkerboard or smooth noise."""
+def _texture(rng: np.random.Generator, side: int, amplitude: float, away_from: np.ndarray | None = None) -> np.ndarray:
+    """A side x side x 3 float image blending two random colours by stripes, a checkerboard or smooth noise.
+
+    The colours differ by at most `amplitude` per channel; with `away_from`, the texture's mean colour is at
+    least MIN_CONTRAST from that colour, so a shape always stands out from its background.
+    """
     y, x = np.mgrid[0:side, 0:side] / side
     kind = rng.integers(3)
     if kind == 0:
         angle, frequency = rng.uniform(0, math.pi), rng.uniform(2, 10)
-        weight = 0.5 + 0.5 * np.sin(2 * math.pi * frequency * (x * math.cos(angle) + y * math.sin(angle)) + rng.uniform(0, 6.3))
+        weight = 0.5 + 0.5 * np.sin(
+            2 * math.pi * frequency * (x * math.cos(angle) + y * math.sin(angle)) + rng.uniform(0, 6.3)
+        )
     elif kind == 1:
         cells = rng.integers(3, 12)
         weight = ((np.floor(x * cells) + np.floor(y * cells)) % 2).astype(np.float64)
     else:
         coarse = Image.fromarray((rng.random((5, 5)) * 255).astype(np.uint8))
         weight = np.asarray(coarse.resize((side, side), Image.BICUBIC), dtype=np.float64) / 255
-    low, high = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
-    return low + weight[..., None] * (high - low)
+    while True:
+        low = rng.uniform(0, 255, 3)
+        high = np.clip(low + rng.uniform(-amplitude, amplitude, 3), 0, 255)
+        if away_from is None or np.linalg.norm((low + high) / 2 - away_from) >= MIN_CONTRAST:
+            return low + weight[..., None] * (high - low)
 
 
 # Star-shaped polygons: vertex radii (relative to the shape's radius) repeated `turns` times around the centre.
@@ -103,7 +115,10 @@ def _shape_mask(shape: str, centre: np.ndarray, radius: float, angle: float, sid
         radii, turns = POLYGONS[shape]
         steps = len(radii) * turns
         outline = [
-            (radii[k % len(radii)] * r * math.cos(2 * math.pi * k / steps), radii[k % len(radii)] * r * math.sin(2 * math.pi * k / steps))
+            (
+                radii[k % len(radii)] * r * math.cos(2 * math.pi * k / steps),
+                radii[k % len(radii)] * r * math.sin(2 * math.pi * k / steps),
+            )
             for k in range(steps)
         ]
         draw.polygon(_place(outline, cx, cy, angle), fill=255)

@@ -17,18 +17,23 @@ Figures (batch 1):
                                   + that channel after the depthwise conv, at the output resolution
     pooling, fully connected:     input + output
   plus the pooled features already produced and still waiting for the head (kept from their pooling step
-  until the first fully-connected layer). `image_bytes` is what holding the whole int8 image would add.
+  until the first fully-connected layer). `image_bytes` bounds what holding the whole int8 image would add
+  (less where a tunnel's stem reads its patch straight from the image).
 The generated C adds its own scratch, stack and statics to these: measure those on the board.
 """
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from tvm_pipeline.models.blocks import InvertedResidual
+from tvm_pipeline.models.tunnel import TunnelNet
+from tvm_pipeline.models.tunnel_config import load_config
+from tvm_pipeline.models.zoo import ZOO, get_model
 
 ACCUMULATOR_BYTES = 4  # int32 accumulator per int8 output value
 PER_CHANNEL_BYTES = 8  # int32 bias + 4-byte requantisation scale per output channel
@@ -61,13 +66,14 @@ class Analysis:
     def summary(self) -> str:
         """A few readable lines; every memory figure says which convention it follows."""
         kib = 1024
+        weights, paper, stream = self.weight_bytes_int8 / kib, self.paper_peak_elems / kib, self.stream_peak_bytes / kib
         return "\n".join(
             [
-                f"params {self.params:,}  int8 weights {self.weight_bytes_int8 / kib:.1f} KiB  MACs {self.macs / 1e6:.1f} M",
-                f"paper peak (max op input+output, depthwise in place): {self.paper_peak_elems * 4 / kib:.1f} KiB fp32, "
-                f"{self.paper_peak_elems / kib:.1f} KiB int8 at {self.paper_peak_op}",
-                f"int8 working set, patches streamed: {self.stream_peak_bytes / kib:.1f} KiB at {self.stream_peak_step}; "
-                f"+{self.image_bytes / kib:.1f} KiB with the whole image in SRAM",
+                f"params {self.params:,}  int8 weights {weights:.1f} KiB  MACs {self.macs / 1e6:.1f} M",
+                f"paper peak (max op input+output, depthwise in place): {4 * paper:.1f} KiB fp32, "
+                f"{paper:.1f} KiB int8 at {self.paper_peak_op}",
+                f"int8 working set, patches streamed: {stream:.1f} KiB at {self.stream_peak_step}; "
+                f"holding the whole int8 image in SRAM too adds at most {self.image_bytes / kib:.1f} KiB",
             ]
         )
 
@@ -148,3 +154,20 @@ def _weight_bytes_int8(model: nn.Module) -> int:
     """Flash bytes of the BN-folded int8 weights (shared modules counted once)."""
     layers = {id(m): m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))}.values()
     return sum(layer.weight.numel() + PER_CHANNEL_BYTES * layer.weight.shape[0] for layer in layers)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m tvm_pipeline.models.analysis NAME...`: print the figures of zoo models or tunnel configs."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("names", nargs="+", help="zoo model, shipped config name or config JSON path")
+    for name in parser.parse_args(argv).names:
+        if name in ZOO:
+            model, shape = get_model(name)
+        else:
+            model = TunnelNet(load_config(name))
+            shape = model.input_shape
+        print(f"{name}\n{analyze(model, shape).summary()}\n")
+
+
+if __name__ == "__main__":
+    main()

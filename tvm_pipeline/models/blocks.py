@@ -77,7 +77,7 @@ class InvertedResidual(nn.Module):
             raise UserError(f"stride: a bottleneck stride must be 1 or 2, got {stride}")
         if kernel % 2 == 0 or kernel < 1:
             raise UserError(f"kernel: a bottleneck kernel must be odd and positive, got {kernel}")
-        self.hidden = int(round(cin * expand_ratio))
+        self.hidden = round(cin * expand_ratio)
         self.expands = expand_ratio != 1
         self.use_skip = stride == 1 and cin == cout
         layers: list[nn.Module] = []
@@ -95,7 +95,9 @@ class InvertedResidual(nn.Module):
         return x + out if self.use_skip else out
 
 
-def bottleneck_stack(cin: int, table: tuple[BlockSpec, ...], width_mult: float, activation: str) -> tuple[nn.Sequential, int]:
+def bottleneck_stack(
+    cin: int, table: tuple[BlockSpec, ...], width_mult: float, activation: str
+) -> tuple[nn.Sequential, int]:
     """The inverted residuals of a bottleneck table, channels scaled by `width_mult`; returns (stack, out channels)."""
     blocks: list[nn.Module] = []
     for spec in table:

@@ -72,7 +72,11 @@ def _drop_weight_identities(graph: onnx.GraphProto) -> None:
     After:                                                   w ---------------------> Conv
     """
     initializers = {tensor.name for tensor in graph.initializer}
-    alias = {node.output[0]: node.input[0] for node in graph.node if node.op_type == "Identity" and node.input[0] in initializers}
+    alias = {
+        node.output[0]: node.input[0]
+        for node in graph.node
+        if node.op_type == "Identity" and node.input[0] in initializers
+    }
     kept = [node for node in graph.node if not (node.op_type == "Identity" and node.output[0] in alias)]
     for node in kept:
         node.input[:] = [alias.get(name, name) for name in node.input]
@@ -87,7 +91,9 @@ def _check_against_torch(model: nn.Module, example: torch.Tensor, path: Path) ->
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (actual,) = session.run(None, {session.get_inputs()[0].name: example.numpy()})
     if actual.shape != expected.shape:
-        raise InternalError(f"export_onnx: onnxruntime output shape {actual.shape} != torch's {expected.shape} for {path}")
+        raise InternalError(
+            f"export_onnx: onnxruntime output shape {actual.shape} != torch's {expected.shape} for {path}"
+        )
     error = relative_error(actual, expected)
     if error > MAX_RELATIVE_ERROR:
         raise InternalError(f"export_onnx: onnxruntime differs from torch for {path}: relative error {error:.2e}")

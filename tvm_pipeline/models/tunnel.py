@@ -51,10 +51,9 @@ class TunnelNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Class logits of a batch of RxR images."""
         features = []
+        whole = self.patch == self.config.resolution  # the 1x1-grid baseline: its one window needs no Slice
         for index, (top, left) in enumerate(self.windows):
             tunnel = self.tunnels[index % len(self.tunnels)]
-            # A window that is the whole image (the 1x1-grid baseline) needs no Slice.
-            whole = self.patch == self.config.resolution
             patch = x if whole else x[:, :, top : top + self.patch, left : left + self.patch]
             features.append(tunnel(patch))
         joined = torch.cat(features, dim=1) if len(features) > 1 else features[0]

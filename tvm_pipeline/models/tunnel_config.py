@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from tvm_pipeline.errors import UserError
 from tvm_pipeline.models.blocks import ACTIVATIONS, BlockSpec
+from tvm_pipeline.models.json_fields import JsonFields
 
 CONFIG_VERSION = 1
 CONFIG_DIR = Path(__file__).with_name("configs")
@@ -68,8 +69,10 @@ class TunnelConfig:
         return tops_lefts
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready dict that `config_from_dict` reads back."""
-        return asdict(self)
+        """The JSON-ready dict (lists, not tuples) that `config_from_dict` reads back."""
+        data = asdict(self)
+        data["blocks"] = list(data["blocks"])
+        return data
 
 
 def named_configs() -> list[str]:
@@ -95,15 +98,17 @@ def load_config(name_or_path: str | Path) -> TunnelConfig:
 
 def config_from_dict(data: Mapping[str, Any], source: str = "config") -> TunnelConfig:
     """Validate a config dict; every error names `source` and the offending field."""
-    top = _Fields(data, source, "", TunnelConfig)
-    if top.int("version", 1) != CONFIG_VERSION:
-        raise UserError(f"{source}: version: {data['version']} is not supported; this build reads version {CONFIG_VERSION}")
-    seg_fields = _Fields(top.get("segmentation", Mapping), source, "segmentation.", Segmentation)
+    top = JsonFields(data, source, "", TunnelConfig)
+    if top.integer("version", 1) != CONFIG_VERSION:
+        raise UserError(
+            f"{source}: version: {data['version']} is not supported; this build reads version {CONFIG_VERSION}"
+        )
+    seg_fields = JsonFields(top.get("segmentation", Mapping), source, "segmentation.", Segmentation)
     segmentation = Segmentation(
-        rows=seg_fields.int("rows", 1),
-        cols=seg_fields.int("cols", 1),
-        patch=seg_fields.int("patch", 1),
-        overlap=seg_fields.int("overlap", 0),
+        rows=seg_fields.integer("rows", 1),
+        cols=seg_fields.integer("cols", 1),
+        patch=seg_fields.integer("patch", 1),
+        overlap=seg_fields.integer("overlap", 0),
         central=seg_fields.get("central", bool),
     )
     blocks_data = top.get("blocks", list)
@@ -123,16 +128,16 @@ def config_from_dict(data: Mapping[str, Any], source: str = "config") -> TunnelC
         version=CONFIG_VERSION,
         name=top.get("name", str),
         description=top.get("description", str),
-        resolution=top.int("resolution", 1),
-        num_classes=top.int("num_classes", 1),
+        resolution=top.integer("resolution", 1),
+        num_classes=top.integer("num_classes", 1),
         segmentation=segmentation,
         width_mult=width_mult,
-        stem_channels=top.int("stem_channels", 1),
+        stem_channels=top.integer("stem_channels", 1),
         blocks=blocks,
-        last_channels=top.int("last_channels", 0),
+        last_channels=top.integer("last_channels", 0),
         activation=activation,
         share_weights=top.get("share_weights", bool),
-        head_hidden=top.int("head_hidden", 0),
+        head_hidden=top.integer("head_hidden", 0),
         dropout=dropout,
     )
     _check_segmentation(config, source)
@@ -145,7 +150,9 @@ def _check_segmentation(config: TunnelConfig, source: str) -> None:
     if seg.patch > side:
         raise UserError(f"{source}: segmentation.patch: {seg.patch} px is larger than the {side}-px image (resolution)")
     if seg.overlap >= seg.patch:
-        raise UserError(f"{source}: segmentation.overlap: {seg.overlap} px must be smaller than the patch ({seg.patch} px)")
+        raise UserError(
+            f"{source}: segmentation.overlap: {seg.overlap} px must be smaller than the patch ({seg.patch} px)"
+        )
     for axis, count in (("rows", seg.rows), ("cols", seg.cols)):
         span = count * seg.patch - (count - 1) * seg.overlap
         if span != side:
@@ -165,44 +172,12 @@ def _check_segmentation(config: TunnelConfig, source: str) -> None:
 
 def _block(data: Any, source: str, prefix: str) -> BlockSpec:
     """One bottleneck table row {t, c, n, s, k}."""
-    row = _Fields(data, source, prefix, BlockSpec)
-    spec = BlockSpec(row.int("t", 1), row.int("c", 1), row.int("n", 1), row.int("s", 1), row.int("k", 1))
+    row = JsonFields(data, source, prefix, BlockSpec)
+    spec = BlockSpec(
+        row.integer("t", 1), row.integer("c", 1), row.integer("n", 1), row.integer("s", 1), row.integer("k", 1)
+    )
     if spec.s not in (1, 2):
         raise UserError(f"{source}: {prefix}s: stride {spec.s} is not 1 or 2")
     if spec.k % 2 == 0:
         raise UserError(f"{source}: {prefix}k: kernel {spec.k} is not odd")
     return spec
-
-
-class _Fields:
-    """Typed access to one JSON object; rejects unknown keys so that typos do not pass silently."""
-
-    def __init__(self, data: Any, source: str, prefix: str, schema: type) -> None:
-        if not isinstance(data, Mapping):
-            raise UserError(f"{source}: {prefix.rstrip('.') or 'config'}: expected a JSON object, got {data!r}")
-        known = {field.name for field in fields(schema)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UserError(f"{source}: {prefix}{unknown[0]}: unknown field; known fields: {sorted(known)}")
-        self.data, self.source, self.prefix = data, source, prefix
-
-    def get(self, key: str, kind: type | tuple[type, ...]) -> Any:
-        """The value of `key`, which must be present and of `kind` (bool is not accepted as a number)."""
-        if key not in self.data:
-            raise UserError(f"{self.source}: {self.prefix}{key}: missing")
-        value = self.data[key]
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            expected = kind.__name__ if isinstance(kind, type) else "a number"
-            raise UserError(f"{self.source}: {self.prefix}{key}: expected {expected}, got {value!r}")
-        return value
-
-    def int(self, key: str, minimum: int) -> int:
-        """An integer field that must be >= `minimum`."""
-        value = self.get(key, int)
-        if value < minimum:
-            raise UserError(f"{self.source}: {self.prefix}{key}: {value} is below the minimum {minimum}")
-        return value
-
-    def number(self, key: str) -> float:
-        """An int or float field, as float."""
-        return float(self.get(key, (int, float)))

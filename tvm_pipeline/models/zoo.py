@@ -43,7 +43,9 @@ def inverted_residual() -> ZooEntry:
 
 def pool_linear() -> ZooEntry:
     """Conv + ReLU, global average pool, flatten, a 10-way linear layer; 3x16x16 input."""
-    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)
+    )
     return model, (1, 3, 16, 16)
 
 
