@@ -5,7 +5,7 @@ FROM python:3.11-slim-bookworm
 
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm gcc libc6-dev make \
+      gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm gcc libc6-dev make cmake \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/tvm-pipeline

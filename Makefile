@@ -5,7 +5,7 @@
 
 VENV     := .venv
 PY       := $(VENV)/bin/python
-APT_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm gcc make
+APT_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm gcc make cmake
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP    := $(VENV)/.installed
 
@@ -14,7 +14,7 @@ STAMP    := $(VENV)/.installed
 setup: toolchain $(STAMP)
 
 toolchain:
-	@if ! command -v arm-none-eabi-gcc >/dev/null || ! command -v qemu-system-arm >/dev/null \
+	@if ! command -v arm-none-eabi-gcc >/dev/null || ! command -v qemu-system-arm >/dev/null || ! command -v cmake >/dev/null \
 	   || [ ! -e /usr/lib/arm-none-eabi/newlib ]; then \
 	  echo "installing the Cortex-M toolchain and QEMU: $(APT_PKGS)"; \
 	  $(SUDO) apt-get update -qq && \

@@ -2,7 +2,13 @@
 
     tvmp compile MODEL.onnx --board stm32f746 -o OUT/
     tvmp run OUT/ --board stm32f746 [--input x.npy] [--host] [--json]
+    tvmp run OUT/ --serial /dev/ttyACM0 [--baud 115200]     (a real board flashed with `tvmp project flash`)
     tvmp report OUT/
+    tvmp tune MODEL.onnx --board stm32f746 --trials N -o records/   (then: tvmp compile ... --tuning records/)
+    tvmp project create OUT/ DIR --platform zephyr|arduino|bare [--board NAME] [--force]
+    tvmp project build DIR
+    tvmp project flash DIR [--port /dev/ttyACM0]
+    tvmp quantize MODEL.onnx --calibration DIR_OR_NPY -o MODEL.int8.onnx   (then: tvmp compile MODEL.int8.onnx ...)
     tvmp boards
 """
 
@@ -35,6 +41,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         planner=args.planner,
         disabled_passes=frozenset(args.disable_pass),
         input_shapes=dict(args.input_shape),
+        tuning=Path(args.tuning) if args.tuning else None,
     )
     result = compile_model(Path(args.model), Path(args.output), options)
     memory = result.arena.plan
@@ -53,26 +60,76 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from tvm_pipeline.board.runner import QemuRunner
     from tvm_pipeline.evaluate import evaluate, load_input, model_metadata
 
+    if args.serial and args.host:
+        raise UserError("--serial reads a real board and --host runs on this machine: give one of them")
     meta, _ = model_metadata(Path(args.model_dir))
     board = None if args.host else load_board(args.board or meta["board"])
     x = load_input(Path(args.model_dir), Path(args.input) if args.input else None)
     runner = None if args.host else QemuRunner(timeout_s=args.timeout)
+    if args.serial:
+        from tvm_pipeline.board.serial_runner import SerialRunner
+
+        runner = SerialRunner(args.serial, args.baud, args.timeout, expected_input=x)
     result = evaluate(Path(args.model_dir), board, x, runner)
-    ok = result.max_rel_error <= args.tolerance
+    timing = getattr(runner, "last_timing", None)
+    ok = result.within_tolerance(args.tolerance)
     if args.json:
-        print(json.dumps({**result.to_json(), "within_tolerance": ok}))
+        on_board = {"board_cycles": timing.cycles, "board_micros": timing.micros} if timing else {}
+        print(json.dumps({**result.to_json(), **on_board, "within_tolerance": ok}))
     else:
         def fmt(v: int | None, unit: str = " B") -> str:
-            return "n/a (host)" if v is None else f"{v:,}{unit}"
+            return f"n/a ({'serial' if args.serial else 'host'})" if v is None else f"{v:,}{unit}"
 
         print(f"{'board':<18}{result.board}")
-        print(f"{'vs onnxruntime':<18}max rel error {result.max_rel_error:.2e} "
-              f"({'OK' if ok else 'FAIL'}, tolerance {args.tolerance:g}); argmax match: {result.argmax_match}")
+        if result.max_abs_diff_lsb is not None:  # an integer (int8) output: the 1-LSB rule
+            print(f"{'vs onnxruntime':<18}max |diff| {result.max_abs_diff_lsb} LSB, {result.mismatch_fraction:.2%} of "
+                  f"elements differ, {result.over_1lsb_fraction:.2%} by > 1 LSB ({'OK' if ok else 'FAIL'}, rule: "
+                  f">= 99.9% within 1 LSB); argmax match: {result.argmax_match}")
+        else:
+            print(f"{'vs onnxruntime':<18}max rel error {result.max_rel_error:.2e} "
+                  f"({'OK' if ok else 'FAIL'}, tolerance {args.tolerance:g}); argmax match: {result.argmax_match}")
         print(f"{'peak SRAM':<18}{fmt(result.peak_sram_bytes)}  = static {fmt(result.static_ram_bytes)} "
               f"(arena {fmt(result.arena_bytes)}) + stack {fmt(result.stack_peak_bytes)}")
         print(f"{'flash':<18}{fmt(result.flash_bytes)}")
         print(f"{'instructions':<18}{fmt(result.instructions, '')} per inference")
+        if timing:
+            print(f"{'time on board':<18}{fmt(timing.micros, ' us')}, {fmt(timing.cycles, ' cycles')} per inference")
     return 0 if ok else 1
+
+
+def _cmd_project_create(args: argparse.Namespace) -> int:
+    from tvm_pipeline.project import ProjectOptions, create_project
+
+    options = ProjectOptions(
+        platform=args.platform,
+        board=args.board,
+        platform_board=args.platform_board,
+        input=Path(args.input) if args.input else None,
+        stack_bytes=args.stack_bytes,
+        name=args.name,
+        force=args.force,
+    )
+    spec = create_project(Path(args.model_dir), Path(args.project_dir), options)
+    target = f" ({spec.platform_board})" if spec.platform_board else ""
+    print(f"created {args.platform} project {spec.name} for {spec.board.name}{target} in {args.project_dir}/")
+    if spec.main_stack_bytes is not None:
+        print(f"  main stack {spec.main_stack_bytes} B: {spec.stack_reason}")
+    print(f"  build it: tvmp project build {args.project_dir}   (see {args.project_dir}/README.md)")
+    return 0
+
+
+def _cmd_project_build(args: argparse.Namespace) -> int:
+    from tvm_pipeline.project import build_project
+
+    build_project(Path(args.project_dir), args.platform_board)
+    return 0
+
+
+def _cmd_project_flash(args: argparse.Namespace) -> int:
+    from tvm_pipeline.project import flash_project
+
+    flash_project(Path(args.project_dir), args.port, args.platform_board)
+    return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -82,6 +139,30 @@ def _cmd_report(args: argparse.Namespace) -> int:
     png = Path(args.png) if args.png else Path(args.model_dir) / "memory.png"
     plot_timeline(Path(args.model_dir), png, Path(args.baseline) if args.baseline else None)
     print(f"\nmemory timeline written to {png}")
+    return 0
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from tvm_pipeline.tuning.model import format_records, tune_model
+
+    if args.trials < 1:
+        raise UserError(f"--trials must be at least 1, got {args.trials}")
+    records = tune_model(Path(args.model), args.board, args.trials, Path(args.output), args.workers, seed=args.seed)
+    print(format_records(records))
+    print(f"records in {args.output}/ (apply with: tvmp compile {args.model} --board {args.board} "
+          f"--tuning {args.output})")
+    return 0
+
+
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from tvm_pipeline.quantize import quantize_model
+
+    result = quantize_model(Path(args.model), Path(args.calibration), Path(args.output),
+                            normalization=args.normalization, samples=args.samples, float_io=args.float_io)
+    print(f"quantized {args.model} -> {result.path} ({result.qdq_nodes} QuantizeLinear/DequantizeLinear nodes, "
+          f"calibrated on {result.samples} sample(s))")
+    for note in result.notes:
+        print(f"  {note}")
     return 0
 
 
@@ -109,7 +190,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disable-pass", action="append", default=[], metavar="NAME", help="switch a graph pass off")
     p.add_argument("--input-shape", action="append", default=[], type=_input_shape, metavar="NAME:D0,D1,...",
                    help="fix the shape of a dynamic input")
+    p.add_argument("--tuning", metavar="DIR",
+                   help="tuning records from `tvmp tune -o DIR` (default: the shipped ones in schedules/records/)")
     p.set_defaults(func=_cmd_compile)
+
+    p = sub.add_parser("tune", help="tune each kernel of a model, measured on the emulated board (resumable)")
+    p.add_argument("model", help="the .onnx file")
+    p.add_argument("--board", default="stm32f746", help="target board (see `tvmp boards`)")
+    p.add_argument("--trials", type=int, default=64, help="candidate schedules measured per kernel")
+    p.add_argument("-o", "--output", required=True, help="records folder (existing records are reused)")
+    p.add_argument("--workers", type=int, default=2, help="candidates built and run at the same time")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_tune)
 
     p = sub.add_parser("run", help="build a compiled folder for a board, run it in QEMU, check and measure it")
     p.add_argument("model_dir")
@@ -118,14 +210,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", action="store_true", help="build and run with the host gcc instead of QEMU")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds before a hung firmware is stopped")
-    p.add_argument("--tolerance", type=float, default=1e-5, help="max relative error accepted (exit 1 above it)")
+    p.add_argument("--tolerance", type=float, default=1e-5,
+                   help="max relative error accepted for float outputs (exit 1 above it); integer outputs must be "
+                        "within 1 LSB on >= 99.9%% of elements")
+    p.add_argument("--serial", metavar="PORT", help="read a real board's report from this serial port instead "
+                   "(flashed with `tvmp project flash`; needs pyserial)")
+    p.add_argument("--baud", type=int, default=115200, help="baud rate for --serial")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("project", help="write, build and flash a Zephyr, Arduino or bare-metal project of a model")
+    project = p.add_subparsers(dest="project_command", required=True)
+    p = project.add_parser("create", help="write a project folder around a compiled folder")
+    p.add_argument("model_dir", help="the folder written by `tvmp compile -o`")
+    p.add_argument("project_dir", help="the project folder to write (written whole, or not at all)")
+    p.add_argument("--platform", required=True, choices=["zephyr", "arduino", "bare"])
+    p.add_argument("--board", help="our board (default: the one it was compiled for; see `tvmp boards`)")
+    p.add_argument("--platform-board", help="the platform's board instead of the one mapped from ours "
+                   "(Zephyr board, e.g. qemu_cortex_m3; Arduino FQBN)")
+    p.add_argument("--input", help=".npy sample input (default: seeded random, as `tvmp run`)")
+    p.add_argument("--stack-bytes", type=int, help="main thread stack to configure as is, instead of measuring "
+                   "the model's stack peak in QEMU")
+    p.add_argument("--name", help="project, library and sketch name (default: from the model file name)")
+    p.add_argument("--force", action="store_true", help="replace an existing project folder")
+    p.set_defaults(func=_cmd_project_create)
+    p = project.add_parser("build", help="build a project with its platform's tool (west, arduino-cli, make)")
+    p.add_argument("project_dir")
+    p.add_argument("--platform-board", help="build for this platform board instead of the project's")
+    p.set_defaults(func=_cmd_project_build)
+    p = project.add_parser("flash", help="flash a real board with the platform's tool (west flash, arduino-cli)")
+    p.add_argument("project_dir")
+    p.add_argument("--port", help="the board's serial port (arduino-cli upload needs it)")
+    p.add_argument("--platform-board", help="flash the build for this platform board")
+    p.set_defaults(func=_cmd_project_flash)
 
     p = sub.add_parser("report", help="print the memory plan of a compiled folder and plot its timeline")
     p.add_argument("model_dir")
     p.add_argument("--png", help="where to write the timeline plot (default: MODEL_DIR/memory.png)")
     p.add_argument("--baseline", help="another compiled folder (e.g. built with --disable-pass) to compare with")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("quantize", help="post-training int8 quantization of a float ONNX model (QDQ, per channel)")
+    p.add_argument("model", help="the float .onnx file")
+    p.add_argument("--calibration", required=True, metavar="DIR_OR_NPY",
+                   help="a folder of images (resized to the input, scaled to [0, 1]) or an .npy batch [N, ...]")
+    p.add_argument("-o", "--output", required=True, help="the int8 QDQ .onnx file to write")
+    p.add_argument("--samples", type=int, default=256, help="calibration samples used at most")
+    p.add_argument("--normalization", choices=["unit", "imagenet"], default="unit",
+                   help="image scaling: [0, 1], or ImageNet mean/std after that")
+    p.add_argument("--float-io", action="store_true",
+                   help="keep a float input and output (default: int8, the scales are printed)")
+    p.set_defaults(func=_cmd_quantize)
 
     p = sub.add_parser("boards", help="list the boards")
     p.set_defaults(func=_cmd_boards)

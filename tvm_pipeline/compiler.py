@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from schedules import bottleneck as bottleneck_schedule
 from tvm_pipeline import tvm_adapter
 from tvm_pipeline.arena import ArenaPlan, plan_arena
 from tvm_pipeline.board.boards import Board, load_board
@@ -22,6 +23,8 @@ from tvm_pipeline.frontend import load_model
 from tvm_pipeline.lowering.lower import lower_program
 from tvm_pipeline.lowering.program import Program
 from tvm_pipeline.passes import run_passes
+from tvm_pipeline.tuning.records import SHIPPED_RECORDS_DIR
+from tvm_pipeline.tuning.rule import RecordRule
 
 #: Stack and harness RAM kept free when checking that a model fits a board at compile time.
 STACK_RESERVE_BYTES = 4096
@@ -35,6 +38,7 @@ class CompileOptions:
     planner: str = "auto"
     disabled_passes: frozenset[str] = frozenset()
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    tuning: Path | None = None  # tuning records folder (`tvmp tune -o`); None: the shipped schedules/records/
 
 
 @dataclass(frozen=True)
@@ -91,9 +95,21 @@ def compile_model(model_path: Path, out_dir: Path, options: CompileOptions = Com
     loaded = load_model(model_path, options.input_shapes)
     spec = loaded.input
     mod, notes = run_passes(loaded.mod, options.disabled_passes)
-    program = lower_program(tvm_adapter.fuse(mod))
-    program.notes.extend(notes)
+    fused = tvm_adapter.fuse(mod)
+    tuned = RecordRule(options.tuning or SHIPPED_RECORDS_DIR, board.name, "c")
+    program = lower_program(fused, rules=[bottleneck_schedule.rule, tuned])
     arena = plan_arena(program, board.buffer_alignment, options.planner)
+    tuning_note = f"tuned schedules applied to {len(tuned.applied)} kernel(s) from {tuned.records_dir}"
+    if tuned.applied:  # tuning never grows the arena: keep the untuned schedules if it would
+        untuned = lower_program(fused, rules=[bottleneck_schedule.rule])
+        untuned_arena = plan_arena(untuned, board.buffer_alignment, options.planner)
+        if arena.layout.arena_bytes > untuned_arena.layout.arena_bytes:
+            tuning_note = (f"tuned schedules from {tuned.records_dir} not used: arena {arena.layout.arena_bytes:,} B "
+                           f"> untuned {untuned_arena.layout.arena_bytes:,} B")
+            program, arena = untuned, untuned_arena
+    program.notes.extend([*loaded.notes, *notes])
+    if tuned.applied:
+        program.notes.append(tuning_note)
     _check_fits(board, arena.layout.arena_bytes, program.weight_bytes)
 
     source = model_path.name
@@ -116,6 +132,6 @@ def compile_model(model_path: Path, out_dir: Path, options: CompileOptions = Com
         "notes": program.notes,
     }, indent=2) + "\n"
     files["memory.json"] = json.dumps(arena.to_json(program), indent=2) + "\n"
-    files[loaded.reference_file] = model_path.read_bytes()
+    files[loaded.reference_file] = loaded.reference_bytes or model_path.read_bytes()
     _write_atomically(Path(out_dir), files)
     return CompileResult(Path(out_dir), program, arena, board)

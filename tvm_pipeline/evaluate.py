@@ -40,12 +40,30 @@ class Evaluation:
     instructions: int | None
     planner: str
     output: list[float]
+    # Integer (int8) outputs only, None otherwise; differences are in output steps (LSB) of the quantized output.
+    max_abs_diff_lsb: int | None = None
+    mismatch_fraction: float | None = None  # elements that differ from the reference at all
+    over_1lsb_fraction: float | None = None  # elements that differ by more than 1 LSB
 
     def to_json(self) -> dict:
-        """The object `tvmp run --json` prints (the output values are left out)."""
+        """The object `tvmp run --json` prints (the output values are left out, and the integer fields for floats)."""
         data = asdict(self)
         data.pop("output")
+        if self.max_abs_diff_lsb is None:
+            for key in ("max_abs_diff_lsb", "mismatch_fraction", "over_1lsb_fraction"):
+                data.pop(key)
         return data
+
+    def within_tolerance(self, tolerance: float) -> bool:
+        """Float outputs: max relative error <= tolerance. Integer outputs: the 1-LSB rule (`INT_WITHIN_1LSB`)."""
+        if self.over_1lsb_fraction is not None:
+            return self.over_1lsb_fraction <= 1.0 - INT_WITHIN_1LSB
+        return self.max_rel_error <= tolerance
+
+
+#: Integer outputs pass when at least this fraction of elements is within 1 LSB of the reference (int8 models:
+#: the reference requantizes in float where the board uses fixed point; see docs/int8.md).
+INT_WITHIN_1LSB = 0.999
 
 
 def model_metadata(model_dir: Path) -> tuple[dict, dict]:
@@ -130,11 +148,18 @@ def evaluate(model_dir: Path, board: Board | None, x: np.ndarray, runner: Runner
             firmware = build_host(model_dir, x, Path(build))
             result = (runner or HostRunner()).run(firmware)
             sizes = None
+        elif runner is not None and not runner.runs_built_firmware:
+            # A real board (SerialRunner) runs what was flashed onto it: nothing to build or measure here.
+            from tvm_pipeline.board.serial_runner import flashed_firmware
+
+            result = runner.run(flashed_firmware(model_dir, board, Path(build)))
+            sizes = None
         else:
             firmware = build_firmware(model_dir, board, x, Path(build))
             sizes = measure_firmware(firmware)
             result = (runner or QemuRunner()).run(firmware)
     reference = reference_output(model_dir, x).reshape(-1)
+    integer = _integer_differences(result.output, reference)
     got = result.output.astype(np.float64)
     ref = reference.astype(np.float64)
     abs_err = float(np.max(np.abs(got - ref))) if ref.size else 0.0
@@ -155,4 +180,14 @@ def evaluate(model_dir: Path, board: Board | None, x: np.ndarray, runner: Runner
         instructions=result.instructions,
         planner=memory["planner"],
         output=got.tolist(),
+        **integer,
     )
+
+
+def _integer_differences(got: np.ndarray, reference: np.ndarray) -> dict:
+    """The Evaluation's integer fields when both outputs are integers, else {}."""
+    if got.dtype.kind not in "iu" or reference.dtype.kind not in "iu" or not reference.size:
+        return {}
+    diff = np.abs(got.astype(np.int64) - reference.astype(np.int64))
+    return {"max_abs_diff_lsb": int(diff.max()), "mismatch_fraction": float(np.mean(diff > 0)),
+            "over_1lsb_fraction": float(np.mean(diff > 1))}

@@ -1,8 +1,8 @@
 """Runs a built firmware once and reads back what the harness printed.
 
-`QemuRunner` runs a board firmware on qemu-system-arm; `HostRunner` runs the host build. A runner for a real board on
-a serial port implements the same `Runner.run` and feeds the text it reads to `result_from_log`, the one place that
-understands the harness's lines (see boards/common/harness.c):
+`QemuRunner` runs a board firmware on qemu-system-arm; `HostRunner` runs the host build. `SerialRunner`
+(serial_runner.py), for a real board on a serial port, implements the same `Runner.run` and feeds the text it reads
+to `result_from_log`, the one place that understands the harness's lines (see boards/common/harness.c):
 
     TVMP-OUTPUT count=<n> element_bytes=<k>
     TVMP-OUT <first index> <hex of element bytes> ...
@@ -63,6 +63,10 @@ class HarnessReport:
 class Runner(ABC):
     """Runs a firmware once and returns its result; raises RunError when it hangs, faults or fails."""
 
+    #: False for a runner that reads a real board, which runs what was flashed onto it: evaluate() then builds and
+    #: measures nothing, and `Firmware` only tells the runner the output's dtype and element count.
+    runs_built_firmware: bool = True
+
     @abstractmethod
     def run(self, firmware: Firmware) -> RunResult:
         """Runs `firmware` to completion."""
@@ -78,15 +82,7 @@ class QemuRunner(Runner):
         """The qemu-system-arm command line that runs `firmware`."""
         if firmware.board is None:
             raise InternalError("QemuRunner was given a host build; use HostRunner")
-        return [
-            str(find_qemu()),
-            "-M", firmware.board.qemu_machine,
-            "-nographic", "-monitor", "none", "-serial", "null",
-            # Without the chardev, semihosting text goes to stderr.
-            "-semihosting-config", "enable=on,target=native,chardev=shc", "-chardev", "stdio,id=shc",
-            "-icount", "shift=0",
-            "-kernel", str(firmware.path),
-        ]  # fmt: skip
+        return [str(find_qemu()), *qemu_arguments(firmware.board.qemu_machine), "-kernel", str(firmware.path)]
 
     def run(self, firmware: Firmware) -> RunResult:
         """Runs `firmware` under QEMU; instructions = SysTick ticks x the board's instructions_per_tick."""
@@ -95,6 +91,18 @@ class QemuRunner(Runner):
         where = f"board {board.name} (qemu-system-arm -M {board.qemu_machine})"
         exit_code, log = _run_process(self.command(firmware), self.timeout_s, where)
         return result_from_log(log, exit_code, firmware, where, board.instructions_per_tick)
+
+
+def qemu_arguments(machine: str) -> list[str]:
+    """qemu-system-arm's arguments for a harness run on `machine`, all but `-kernel ELF` (also written into the
+    Makefile of `tvmp project create --platform bare`)."""
+    return [
+        "-M", machine,
+        "-nographic", "-monitor", "none", "-serial", "null",
+        # Without the chardev, semihosting text goes to stderr.
+        "-semihosting-config", "enable=on,target=native,chardev=shc", "-chardev", "stdio,id=shc",
+        "-icount", "shift=0",
+    ]  # fmt: skip
 
 
 class HostRunner(Runner):

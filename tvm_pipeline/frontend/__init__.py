@@ -15,7 +15,7 @@ import tvm
 
 from tvm_pipeline import tvm_adapter
 from tvm_pipeline.errors import UserError
-from tvm_pipeline.frontend import onnx_loader, tflite_loader
+from tvm_pipeline.frontend import onnx_loader, qdq_io, tflite_loader
 from tvm_pipeline.frontend.onnx_loader import InputSpec
 
 __all__ = ["InputSpec", "LoadedModel", "load_model", "supported_suffixes"]
@@ -29,6 +29,8 @@ class LoadedModel:
     input: InputSpec
     output_name: str
     format: str  # "onnx" or "tflite": the reference runtime evaluate.py uses
+    notes: tuple[str, ...] = ()  # what the loader changed (e.g. a QDQ model's float I/O made int8)
+    reference_bytes: bytes | None = None  # the reference model when it differs from the source file
 
     @property
     def reference_file(self) -> str:
@@ -46,9 +48,11 @@ def _import(kind: str, path: Path, run: Callable[[], tvm.IRModule]) -> tvm.IRMod
 def _load_onnx(path: Path, input_shapes: dict[str, tuple[int, ...]]) -> LoadedModel:
     model = onnx_loader.load_onnx(path)
     onnx_loader.check_supported_ops(model)
+    model, io_notes = qdq_io.integer_io(model)  # float-I/O QDQ models take and return int8 on the board
     (spec,) = onnx_loader.input_specs(model, input_shapes)
     mod = _import("ONNX", path, lambda: tvm_adapter.import_onnx(model, {spec.name: spec.shape}))
-    return LoadedModel(mod, spec, model.graph.output[0].name, "onnx")
+    return LoadedModel(mod, spec, model.graph.output[0].name, "onnx", tuple(io_notes),
+                       model.SerializeToString() if io_notes else None)
 
 
 def _load_tflite(path: Path, input_shapes: dict[str, tuple[int, ...]]) -> LoadedModel:
@@ -58,6 +62,10 @@ def _load_tflite(path: Path, input_shapes: dict[str, tuple[int, ...]]) -> Loaded
     output = tflite_loader.output_spec(loaded)
     mod = _import("TFLite", path, lambda: tvm_adapter.import_tflite(
         loaded.model, {spec.name: spec.shape}, {spec.name: spec.dtype}))
+    if not tflite_loader.is_quantized(loaded):
+        # TFLite is channels-last; our graph passes match the NCHW graphs of the ONNX files. (int8 graphs stay NHWC
+        # for now: ConvertLayout cannot see through quantize/dequantize and would leave a transpose around each.)
+        mod = _import("TFLite", path, lambda: tvm_adapter.nhwc_to_nchw(mod))
     return LoadedModel(mod, spec, output.name, "tflite")
 
 

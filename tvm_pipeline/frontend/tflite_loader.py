@@ -63,9 +63,12 @@ def load_tflite(path: Path) -> TFLiteModel:
             raise UserError(f"{path} holds no TFLite subgraph")
         subgraph = loaded.subgraph
         n_tensors, n_codes = subgraph.TensorsLength(), model.OperatorCodesLength()
+        n_buffers = model.BuffersLength()
         for i in range(n_tensors):
             tensor = subgraph.Tensors(i)
-            tensor.ShapeAsNumpy(), tensor.Name(), tensor.Buffer()
+            tensor.ShapeAsNumpy(), tensor.Name(), tensor.Quantization()  # read once: damaged offsets raise here
+            if not 0 <= tensor.Buffer() < max(n_buffers, 1):
+                raise ValueError(f"tensor {i} refers to buffer {tensor.Buffer()} of {n_buffers}")
         used = [subgraph.InputsAsNumpy(), subgraph.OutputsAsNumpy()]
         for i in range(subgraph.OperatorsLength()):
             op = subgraph.Operators(i)
@@ -98,6 +101,12 @@ def _tensor_name(subgraph: tflite.SubGraph, index: int) -> str:
 def _is_quantized(tensor: tflite.Tensor) -> bool:
     q = tensor.Quantization()
     return q is not None and q.ScaleLength() > 0
+
+
+def is_quantized(loaded: TFLiteModel) -> bool:
+    """Whether any tensor carries quantization parameters (an int8 model, or int8 weights in a float one)."""
+    subgraph = loaded.subgraph
+    return any(_is_quantized(subgraph.Tensors(i)) for i in range(subgraph.TensorsLength()))
 
 
 def check_supported_ops(loaded: TFLiteModel) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import tvm
 
 from tvm_pipeline.errors import UserError
+from tvm_pipeline.passes import fold_qdq, reorder_bottleneck
 
 #: A pass: (module, notes) -> module. It appends human-readable lines to `notes`.
 PassFn = Callable[[tvm.IRModule, list[str]], tvm.IRModule]
@@ -27,8 +28,15 @@ class PassEntry:
     doc: str
 
 
-#: The pipeline, in order. Later issues add the bottleneck reordering and patch-stage passes here.
-PIPELINE: tuple[PassEntry, ...] = ()
+#: The pipeline, in order. Later issues add the patch-stage pass here.
+PIPELINE: tuple[PassEntry, ...] = (
+    # First: QDQ (int8) models -> integer kernels, before any pass that matches float ops.
+    PassEntry(fold_qdq.NAME, fold_qdq.run,
+              "fold dequantize -> op -> quantize chains into integer kernels (int8 models; float ops otherwise)"),
+    # Runs on the imported, un-fused module: inverted residuals -> one channel-by-channel kernel each.
+    PassEntry(reorder_bottleneck.NAME, reorder_bottleneck.run,
+              "run each inverted residual one expanded channel at a time (no C_expand x H x W tensor)"),
+)
 
 
 def pass_names() -> list[str]:

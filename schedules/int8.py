@@ -1,0 +1,189 @@
+"""The integer kernels of the int8 path as TensorIR: one PrimFunc per `tvm_pipeline.int8_ops` fold.
+
+`kernel(fold, input_shapes, out_shape)` writes the fold's arithmetic (see int8_ops) as TE stages:
+
+    seen      = permute_dims / reshape of each int8 input            (absorbed layout changes; inlined)
+    acc       = sum(int32(seen_padded) * int32(w))                   (conv / matmul / pool: the reduction)
+    out       = clamp(round_shift(int64(acc + bias) * M[c], S[c]) + zp, lo, hi) as int8       (the epilogue)
+
+The default schedule (schedules/default.py) inlines the views and the padding condition into the reduction and
+computes the epilogue per output element, so a kernel holds no full-size int32 buffer. Every constant (weights,
+bias, multipliers, shifts, the softmax table) is a kernel parameter, which lowering stores in flash.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import te, tirx, topi
+
+from tvm_pipeline.int8_ops import Fold, QAdd, QAvgPool, QConv2d, QMatMul, QRescale, QSoftmax, Requant
+
+#: Name prefix of the kernels the fold-qdq pass creates.
+KERNEL_PREFIX = "int8"
+
+
+def _i64(value: int) -> tirx.PrimExpr:
+    return tirx.const(int(value), "int64")
+
+
+def _round_shift(value: tirx.PrimExpr, shift: tirx.PrimExpr) -> tirx.PrimExpr:
+    """round(value / 2^shift), ties to even, on int64 (shift >= 1)."""
+    one = _i64(1)
+    return (value + ((one << (shift - one)) - one) + ((value >> shift) & one)) >> shift
+
+
+def _clamp_int8(value: tirx.PrimExpr, lo: int, hi: int) -> tirx.PrimExpr:
+    return tirx.max(tirx.min(value, _i64(hi)), _i64(lo)).astype("int8")
+
+
+def _requantize(acc: tirx.PrimExpr, multiplier: tirx.PrimExpr, shift: tirx.PrimExpr, requant: Requant) -> tirx.PrimExpr:
+    """The epilogue: |acc| < 2^31 and multiplier < 2^24 (int8_ops), so the int64 product cannot overflow."""
+    product = acc.astype("int64") * multiplier.astype("int64")
+    return _clamp_int8(_round_shift(product, shift.astype("int64")) + _i64(requant.zero_point), requant.lo, requant.hi)
+
+
+def _channel(tensor: te.Tensor, index):
+    return tensor[index] if int(tensor.shape[0]) > 1 else tensor[0]
+
+
+def _qconv2d(op: QConv2d, x: te.Tensor, consts: dict[str, te.Tensor]) -> te.Tensor:
+    n, _, height, width = (int(d) for d in x.shape)
+    out_c, group_c, kh, kw = op.weight.shape
+    (sh, sw), (dh, dw), (pt, pl, pb, pr) = op.strides, op.dilation, op.padding
+    oh = (height + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    ow = (width + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    per_group = out_c // op.groups
+    w, bias = consts["weight"], consts["bias"]
+    rc, ry, rx = te.reduce_axis((0, group_c), "rc"), te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
+
+    def tap(b, o, i, j):
+        y, xx = i * sh + ry * dh - pt, j * sw + rx * dw - pl
+        value = x[b, o // per_group * group_c + rc, y, xx].astype("int32")
+        if any(op.padding):  # padding reads the input zero point: the bias holds -zp * sum(w)
+            inside = tirx.all(y >= 0, y < height, xx >= 0, xx < width)
+            value = tirx.if_then_else(inside, value, tirx.const(op.input_zero_point, "int32"))
+        return value * w[o, rc, ry, rx].astype("int32")
+
+    acc = te.compute((n, out_c, oh, ow), lambda b, o, i, j: te.sum(tap(b, o, i, j), axis=[rc, ry, rx]), name="acc")
+    return te.compute(acc.shape, lambda b, o, i, j: _requantize(
+        acc[b, o, i, j] + bias[o], _channel(consts["multiplier"], o), _channel(consts["shift"], o), op.requant),
+        name="requantize")
+
+
+def _qmatmul(op: QMatMul, x: te.Tensor, consts: dict[str, te.Tensor]) -> te.Tensor:
+    rows = int(x.shape[0])
+    out_n, depth = op.weight.shape
+    w, bias = consts["weight"], consts["bias"]
+    k = te.reduce_axis((0, depth), "k")
+    if op.spatial_sum:  # x is (M, K, H, W): sum the pooled window inside the accumulation
+        ry, rx = te.reduce_axis((0, int(x.shape[2])), "ry"), te.reduce_axis((0, int(x.shape[3])), "rx")
+        acc = te.compute((rows, out_n), lambda m, o: te.sum(
+            x[m, k, ry, rx].astype("int32") * w[o, k].astype("int32"), axis=[k, ry, rx]), name="acc")
+    else:
+        acc = te.compute((rows, out_n), lambda m, o: te.sum(
+            x[m, k].astype("int32") * w[o, k].astype("int32"), axis=k), name="acc")
+    return te.compute(acc.shape, lambda m, o: _requantize(
+        acc[m, o] + bias[o], _channel(consts["multiplier"], o), _channel(consts["shift"], o), op.requant),
+        name="requantize")
+
+
+def _qadd(op: QAdd, a: te.Tensor, b: te.Tensor) -> te.Tensor:
+    def add(*i):
+        total = (a[i].astype("int64") - _i64(op.zero_point_a)) * _i64(op.multiplier_a)
+        total = total + (b[i].astype("int64") - _i64(op.zero_point_b)) * _i64(op.multiplier_b)
+        return _clamp_int8(_round_shift(total, _i64(op.shift)) + _i64(op.zero_point), op.lo, op.hi)
+
+    return te.compute(a.shape, add, name="add")
+
+
+def _qavgpool(op: QAvgPool, x: te.Tensor, consts: dict[str, te.Tensor]) -> te.Tensor:
+    n, c = (int(d) for d in x.shape[:2])
+    (kh, kw), (sh, sw) = op.kernel, op.strides
+    oh, ow = (int(x.shape[2]) - kh) // sh + 1, (int(x.shape[3]) - kw) // sw + 1
+    ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
+    acc = te.compute((n, c, oh, ow), lambda b, ch, i, j: te.sum(
+        x[b, ch, i * sh + ry, j * sw + rx].astype("int32"), axis=[ry, rx]), name="acc")
+    correction = tirx.const(op.count * op.input_zero_point, "int32")
+
+    def out(*i):
+        index = (*i, 0, 0) if len(op.out_shape) == 2 else i
+        return _requantize(acc[index] - correction, consts["multiplier"][0], consts["shift"][0], op.requant)
+
+    return te.compute(op.out_shape, out, name="requantize")
+
+
+def _qsoftmax(op: QSoftmax, x: te.Tensor, consts: dict[str, te.Tensor]) -> te.Tensor:
+    shape, length = tuple(int(d) for d in x.shape), int(x.shape[-1])
+    table = consts["table"]
+    k1, k2 = te.reduce_axis((0, length), "k1"), te.reduce_axis((0, length), "k2")
+    row_max = te.compute(shape[:-1], lambda *r: te.max(x[(*r, k1)].astype("int32"), axis=k1), name="row_max")
+    total = te.compute(shape[:-1], lambda *r: te.sum(table[row_max[r] - x[(*r, k2)].astype("int32")].astype("int64"), axis=k2),
+                       name="row_sum")
+
+    def out(*i):
+        numerator = table[row_max[i[:-1]] - x[i].astype("int32")].astype("int64") << _i64(op.numerator_shift)
+        denominator = total[i[:-1]] * _i64(op.denominator_multiplier)
+        quotient = tirx.truncdiv(numerator, denominator)  # both >= 0: truncation is floor
+        twice_remainder = (numerator - quotient * denominator) * _i64(2)
+        up = tirx.any(twice_remainder > denominator,
+                      tirx.all(twice_remainder == denominator, (quotient & _i64(1)) == _i64(1)))
+        rounded = quotient + tirx.if_then_else(up, _i64(1), _i64(0))
+        return _clamp_int8(rounded + _i64(op.zero_point), op.lo, op.hi)
+
+    return te.compute(shape, out, name="softmax")
+
+
+def _qrescale(op: QRescale, x: te.Tensor, consts: dict[str, te.Tensor]) -> te.Tensor:
+    zero_point = tirx.const(op.input_zero_point, "int32")
+    return te.compute(x.shape, lambda *i: _requantize(
+        x[i].astype("int32") - zero_point, consts["multiplier"][0], consts["shift"][0], op.requant), name="rescale")
+
+
+def _constants(fold: Fold) -> dict[str, np.ndarray]:
+    """The fold's constant parameters, in the order the kernel takes them."""
+    op = fold.op
+    if isinstance(op, (QConv2d, QMatMul)):
+        return {"weight": op.weight, "bias": op.bias, "multiplier": op.requant.multiplier, "shift": op.requant.shift}
+    if isinstance(op, (QAvgPool, QRescale)):
+        return {"multiplier": op.requant.multiplier, "shift": op.requant.shift}
+    if isinstance(op, QSoftmax):
+        return {"table": op.table}
+    return {}
+
+
+def _view(tensor: te.Tensor, views) -> te.Tensor:
+    for kind, value in views:
+        tensor = topi.transpose(tensor, list(value)) if kind == "permute_dims" else topi.reshape(tensor, list(value))
+    return tensor
+
+
+def kernel(fold: Fold, input_shapes: list[tuple[int, ...]], out_shape: tuple[int, ...]):
+    """(PrimFunc, constants): the kernel `f(inputs..., constants..., out)` computing `fold`."""
+    inputs = [te.placeholder(shape, "int8", name=f"x{i}") for i, shape in enumerate(input_shapes)]
+    seen = [_view(t, s.views) for t, s in zip(inputs, fold.sources)]
+    constants = _constants(fold)
+    consts = {name: te.placeholder(value.shape, str(value.dtype), name=name) for name, value in constants.items()}
+    op = fold.op
+    if op is None:
+        out = seen[0]
+    elif isinstance(op, QRescale):
+        out = _qrescale(op, seen[0], consts)
+    elif isinstance(op, QConv2d):
+        out = _qconv2d(op, seen[0], consts)
+    elif isinstance(op, QMatMul):
+        out = _qmatmul(op, seen[0], consts)
+    elif isinstance(op, QAdd):
+        out = _qadd(op, seen[0], seen[1])
+    elif isinstance(op, QAvgPool):
+        out = _qavgpool(op, seen[0], consts)
+    else:
+        assert isinstance(op, QSoftmax)
+        out = _qsoftmax(op, seen[0], consts)
+    out = _view(out, fold.out_views)
+    if op is None:  # a pure layout change: one copy stage
+        seen_out = out
+        out = te.compute(out.shape, lambda *i: seen_out[i], name="copy")
+    if tuple(int(d) for d in out.shape) != tuple(out_shape):
+        raise ValueError(f"int8 kernel for {fold.var} computes shape {tuple(out.shape)}, the graph expects {out_shape}")
+    func = te.create_prim_func([*inputs, *consts.values(), out], index_dtype_override="int64")
+    return func.with_attr("op_pattern", 8), list(constants.values())  # 8 = kOpaque: FuseOps leaves it alone

@@ -1,0 +1,317 @@
+"""The integer operators of the int8 path: their parameters as plain data, and their exact NumPy arithmetic.
+
+`passes/fold_qdq.py` turns `quantize(op(dequantize(x), dequantize(w)))` chains into these; `tvm_adapter` writes
+each as one TensorIR kernel doing the same integer arithmetic; `int8_reference` runs them with the `reference`
+methods here, so the board's output can be checked against NumPy bit for bit.
+
+Arithmetic (see docs/int8.md for the why):
+- accumulation in int32 of int8 x int8 products, the input zero point folded into the bias (padding reads the
+  input zero point, so the fold is exact at borders);
+- requantization `y = clamp(round(acc * M * 2^-shift) + zp, lo, hi)` with the 64-bit product, where M * 2^-shift
+  is *exactly* the float32 scale onnxruntime computes for that op (M has at most 24 significant bits); rounding is
+  half to even, like onnxruntime's float requantization; `lo`/`hi` carry a fused ReLU / ReLU6;
+- residual add rescales both inputs onto one shift; average pooling sums in int32 and requantizes;
+- softmax uses a 256-entry exp table (2^K * exp(-s * d) for the distance d to the row's maximum) and one
+  rounding integer division per element.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Largest right shift kept; a real shift above it rounds every product of an int32 and a 24-bit multiplier to 0.
+MAX_SHIFT = 62
+
+
+def multiplier_from_scale(scale: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """float32 scale(s) -> (multiplier, shift) int64 arrays with multiplier * 2^-shift == scale exactly, shift >= 1."""
+    scale = np.atleast_1d(np.asarray(scale, dtype=np.float32))
+    if np.any(scale < 0) or not np.all(np.isfinite(scale)):
+        raise ValueError(f"requantization scales must be finite and >= 0, got {scale}")
+    mantissa, exponent = np.frexp(scale.astype(np.float64))  # scale = mantissa * 2^exponent, mantissa in [0.5, 1)
+    multiplier = (mantissa * (1 << 24)).astype(np.int64)  # exact: a float32 has 24 significant bits
+    shift = 24 - exponent.astype(np.int64)
+    while np.any((multiplier % 2 == 0) & (multiplier > 0) & (shift > 1)):  # drop trailing zero bits
+        even = (multiplier % 2 == 0) & (multiplier > 0) & (shift > 1)
+        multiplier = np.where(even, multiplier // 2, multiplier)
+        shift = np.where(even, shift - 1, shift)
+    small = shift < 1  # scales >= 2^24 / 2: move the surplus into the multiplier
+    multiplier = np.where(small, multiplier << np.maximum(1 - shift, 0), multiplier)
+    shift = np.where(small, 1, shift)
+    multiplier = np.where(shift > MAX_SHIFT, 0, multiplier)
+    return multiplier, np.minimum(shift, MAX_SHIFT)
+
+
+def round_shift(value: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """round(value / 2^shift), ties to even, for int64 `value` and shift >= 1 (arithmetic shifts only)."""
+    value = np.asarray(value, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    half_minus_one = (np.int64(1) << (shift - 1)) - 1
+    return (value + half_minus_one + ((value >> shift) & 1)) >> shift
+
+
+def rounding_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """round(numerator / denominator), ties to even, for numerator >= 0 and denominator > 0 (int64)."""
+    quotient = numerator // denominator
+    twice_remainder = 2 * (numerator - quotient * denominator)
+    up = (twice_remainder > denominator) | ((twice_remainder == denominator) & (quotient % 2 == 1))
+    return quotient + up
+
+
+def activation_range(scale: float, zero_point: int, real_lo: float, real_hi: float, dtype: str = "int8") -> tuple[int, int]:
+    """The clamp range in the quantized domain of a fused activation clamp(v, real_lo, real_hi) (+-inf: none).
+
+    Rounding is monotone, so round(clamp(v, lo, hi) / s) == clamp(round(v / s), round(lo / s), round(hi / s)).
+    """
+    info = np.iinfo(dtype)
+    lo, hi = int(info.min), int(info.max)
+    if np.isfinite(real_lo):
+        lo = max(lo, int(np.rint(np.float32(real_lo) / np.float32(scale))) + zero_point)
+    if np.isfinite(real_hi):
+        hi = min(hi, int(np.rint(np.float32(real_hi) / np.float32(scale))) + zero_point)
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class Requant:
+    """acc -> clamp(round_shift(acc * multiplier, shift) + zero_point, lo, hi), per channel or per tensor."""
+
+    multiplier: np.ndarray  # int32, shape (C,) or (1,)
+    shift: np.ndarray  # int32, same shape
+    zero_point: int
+    lo: int
+    hi: int
+
+    @staticmethod
+    def from_scale(scale: np.ndarray | float, zero_point: int, lo: int, hi: int) -> Requant:
+        multiplier, shift = multiplier_from_scale(scale)
+        return Requant(multiplier.astype(np.int32), shift.astype(np.int32), int(zero_point), int(lo), int(hi))
+
+    def apply(self, acc: np.ndarray, channel_axis: int = 1) -> np.ndarray:
+        """Requantize an int accumulator whose channels lie along `channel_axis`."""
+        shape = [1] * acc.ndim
+        if self.multiplier.size > 1:
+            shape[channel_axis] = self.multiplier.size
+        multiplier = self.multiplier.astype(np.int64).reshape(shape)
+        shift = self.shift.astype(np.int64).reshape(shape)
+        rounded = round_shift(acc.astype(np.int64) * multiplier, shift)
+        return np.clip(rounded + self.zero_point, self.lo, self.hi).astype(np.int8)
+
+
+def _padded(x: np.ndarray, padding: tuple[int, int, int, int], value: int) -> np.ndarray:
+    top, left, bottom, right = padding
+    return np.pad(x.astype(np.int64), ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=value)
+
+
+def _windows(x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int], dilation: tuple[int, int]) -> np.ndarray:
+    """(N, C, H, W) -> (N, C, OH, OW, KH, KW) views of every window."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dilation
+    oh = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
+    ow = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
+    rows = (np.arange(oh) * sh)[:, None] + (np.arange(kh) * dh)[None, :]
+    cols = (np.arange(ow) * sw)[:, None] + (np.arange(kw) * dw)[None, :]
+    return x[:, :, rows[:, None, :, None], cols[None, :, None, :]]
+
+
+@dataclass(frozen=True)
+class QConv2d:
+    """int8 NCHW convolution (any groups): acc = sum(x_padded * w) + bias; padding reads `input_zero_point`.
+
+    `bias` already holds `-input_zero_point * sum(w)` per output channel, so no subtraction runs per product.
+    """
+
+    weight: np.ndarray  # int8 (O, C / groups, KH, KW)
+    bias: np.ndarray  # int32 (O,)
+    input_zero_point: int
+    strides: tuple[int, int]
+    padding: tuple[int, int, int, int]  # top, left, bottom, right
+    dilation: tuple[int, int]
+    groups: int
+    requant: Requant
+
+    def reference(self, x: np.ndarray) -> np.ndarray:
+        o, cg, kh, kw = self.weight.shape
+        patches = _windows(_padded(x, self.padding, self.input_zero_point), (kh, kw), self.strides, self.dilation)
+        n, _, oh, ow = patches.shape[:4]
+        g = self.groups
+        patches = patches.reshape(n, g, cg, oh, ow, kh, kw)
+        weight = self.weight.astype(np.int64).reshape(g, o // g, cg, kh, kw)
+        acc = np.einsum("ngcyxij,gocij->ngoyx", patches, weight).reshape(n, o, oh, ow)
+        return self.requant.apply(acc + self.bias.astype(np.int64)[None, :, None, None])
+
+
+@dataclass(frozen=True)
+class QMatMul:
+    """int8 (M, K) x (K, N) with the weight stored transposed (N, K); bias holds -input_zero_point * sum_k(w).
+
+    `spatial_sum`: the input is (M, K, H, W) and is summed over H, W first: a global average pool that nothing
+    quantizes before the matmul (eager-mode PyTorch QAT) folds into the accumulator, its 1/(H*W) into the scale.
+    """
+
+    weight: np.ndarray  # int8 (N, K)
+    bias: np.ndarray  # int32 (N,)
+    requant: Requant
+    spatial_sum: bool = False
+
+    def reference(self, x: np.ndarray) -> np.ndarray:
+        x = x.astype(np.int64).sum(axis=(2, 3)) if self.spatial_sum else x.astype(np.int64)
+        acc = x @ self.weight.astype(np.int64).T + self.bias.astype(np.int64)
+        return self.requant.apply(acc, channel_axis=acc.ndim - 1)
+
+
+def _on_shift(multiplier: int, shift: int, target: int) -> int:
+    """The multiplier that gives multiplier * 2^-shift on a right shift of `target` (rounded if target < shift)."""
+    if shift <= target:
+        return multiplier << (target - shift)
+    return int(round_shift(np.int64(multiplier), np.int64(shift - target)))
+
+
+@dataclass(frozen=True)
+class QAdd:
+    """c = clamp(round_shift((a - za) * multiplier_a + (b - zb) * multiplier_b, shift) + zero_point, lo, hi)."""
+
+    zero_point_a: int
+    zero_point_b: int
+    multiplier_a: int
+    multiplier_b: int
+    shift: int
+    zero_point: int
+    lo: int
+    hi: int
+
+    @staticmethod
+    def from_scales(scale_a: float, zero_point_a: int, scale_b: float, zero_point_b: int, scale: float,
+                    zero_point: int, lo: int, hi: int) -> QAdd:
+        """Ratios sa/sc and sb/sc are taken in float32 (as onnxruntime does), then put on one exact shift."""
+        ratio_a = np.float32(scale_a) / np.float32(scale)
+        ratio_b = np.float32(scale_b) / np.float32(scale)
+        (ma,), (sa,) = multiplier_from_scale(ratio_a)
+        (mb,), (sb,) = multiplier_from_scale(ratio_b)
+        # (a - za) fits 9 bits: keep each product below 2^54 by giving up low multiplier bits when the ratios
+        # differ by more than 2^20 (the smaller term is then far below half an output step).
+        shift = int(min(max(sa, sb), min(sa, sb) + 20))
+        ma, mb = _on_shift(int(ma), int(sa), shift), _on_shift(int(mb), int(sb), shift)
+        return QAdd(int(zero_point_a), int(zero_point_b), ma, mb, shift, int(zero_point), int(lo), int(hi))
+
+    def reference(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        total = (a.astype(np.int64) - self.zero_point_a) * self.multiplier_a
+        total = total + (b.astype(np.int64) - self.zero_point_b) * self.multiplier_b
+        return np.clip(round_shift(total, self.shift) + self.zero_point, self.lo, self.hi).astype(np.int8)
+
+
+@dataclass(frozen=True)
+class QAvgPool:
+    """Average pooling without padding (global when kernel == the input's H, W): int32 window sum, requantized.
+
+    acc = sum(x) - count * input_zero_point; the requant scale is sx / (sy * count) in float32, as onnxruntime's
+    QLinearGlobalAveragePool computes it.
+    """
+
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    input_zero_point: int
+    out_shape: tuple[int, ...]  # (N, C, OH, OW), or (N, C) for a mean without keepdims
+    requant: Requant
+
+    @property
+    def count(self) -> int:
+        return self.kernel[0] * self.kernel[1]
+
+    def reference(self, x: np.ndarray) -> np.ndarray:
+        windows = _windows(x.astype(np.int64), self.kernel, self.strides, (1, 1))
+        acc = windows.sum(axis=(4, 5)) - self.count * self.input_zero_point
+        return self.requant.apply(acc).reshape(self.out_shape)
+
+
+@dataclass(frozen=True)
+class QSoftmax:
+    """Softmax over the last axis, integer only.
+
+    t = table[max(x) - x] with table[d] = round(2^K exp(-sx d)); y = clamp(round(t * 2^numerator_shift /
+    (sum(t) * denominator_multiplier)) + zero_point, lo, hi), where denominator_multiplier * 2^-numerator_shift
+    is the float32 output scale exactly.
+    """
+
+    table: np.ndarray  # int32 (256,), at most 2^30
+    numerator_shift: int
+    denominator_multiplier: int
+    zero_point: int
+    lo: int
+    hi: int
+
+    @staticmethod
+    def from_scales(input_scale: float, output_scale: float, zero_point: int, lo: int, hi: int, length: int) -> QSoftmax:
+        mantissa, exponent = np.frexp(np.float64(np.float32(output_scale)))
+        denominator_multiplier = int(mantissa * (1 << 24))
+        numerator_shift = 24 - int(exponent)
+        while denominator_multiplier % 2 == 0 and numerator_shift > 0:
+            denominator_multiplier //= 2
+            numerator_shift -= 1
+        # numerator t << shift and denominator sum(t) * multiplier must both stay below 2^62.
+        bits = min(30, 62 - numerator_shift, 62 - denominator_multiplier.bit_length() - int(length).bit_length())
+        if numerator_shift < 0 or bits < 16:
+            raise ValueError(f"softmax output scale {output_scale} is outside the integer softmax's range")
+        distance = np.arange(256, dtype=np.float64)
+        table = np.rint(np.exp(-np.float64(np.float32(input_scale)) * distance) * (1 << bits)).astype(np.int32)
+        return QSoftmax(table, numerator_shift, denominator_multiplier, int(zero_point), int(lo), int(hi))
+
+    def reference(self, x: np.ndarray) -> np.ndarray:
+        x = x.astype(np.int64)
+        t = self.table.astype(np.int64)[x.max(axis=-1, keepdims=True) - x]
+        numerator = t << self.numerator_shift
+        denominator = t.sum(axis=-1, keepdims=True) * self.denominator_multiplier
+        y = rounding_divide(numerator, denominator) + self.zero_point
+        return np.clip(y, self.lo, self.hi).astype(np.int8)
+
+
+@dataclass(frozen=True)
+class QRescale:
+    """y = requant(x - input_zero_point): new quantization parameters and/or a fused clamp (ReLU6 between QDQs).
+
+    The requant scale is sx / sy in float32 (onnxruntime runs this pattern in float).
+    """
+
+    input_zero_point: int
+    requant: Requant  # per tensor
+
+    def reference(self, x: np.ndarray) -> np.ndarray:
+        return self.requant.apply(x.astype(np.int64) - self.input_zero_point)
+
+
+IntegerOp = QConv2d | QMatMul | QAdd | QAvgPool | QSoftmax | QRescale
+
+#: An int8 layout change a kernel applies to its input while reading it: ("permute_dims", axes) or ("reshape", shape).
+View = tuple[str, tuple[int, ...]]
+
+
+def apply_views(x: np.ndarray, views: tuple[View, ...]) -> np.ndarray:
+    """`x` seen through `views`, in order (NumPy's transpose and reshape are the Relax ops' semantics)."""
+    for kind, value in views:
+        x = np.transpose(x, value) if kind == "permute_dims" else np.reshape(x, value)
+    return x
+
+
+@dataclass(frozen=True)
+class Source:
+    """A kernel input: the int8 variable `var`, read through `views` (an absorbed transpose/reshape)."""
+
+    var: str
+    views: tuple[View, ...] = ()
+
+
+@dataclass(frozen=True)
+class Fold:
+    """`var` (the int8 result of a quantize) = out_views(op(sources)); op None: the source itself (a layout change)."""
+
+    var: str
+    op: IntegerOp | None
+    sources: tuple[Source, ...]
+    out_views: tuple[View, ...] = ()  # layout changes between the op and its quantize (e.g. Flatten after a pool)
+
+    def reference(self, *inputs: np.ndarray) -> np.ndarray:
+        """The fold's output from its sources' values (before their views)."""
+        seen = [apply_views(x, s.views) for x, s in zip(inputs, self.sources)]
+        result = seen[0].astype(np.int8) if self.op is None else self.op.reference(*seen)
+        return apply_views(result, self.out_views)
