@@ -153,7 +153,13 @@ def _constants(fold: Fold) -> dict[str, np.ndarray]:
 
 def _view(tensor: te.Tensor, views) -> te.Tensor:
     for kind, value in views:
-        tensor = topi.transpose(tensor, list(value)) if kind == "permute_dims" else topi.reshape(tensor, list(value))
+        if kind == "permute_dims":
+            tensor = topi.transpose(tensor, list(value))
+        elif kind == "reshape":
+            tensor = topi.reshape(tensor, list(value))
+        else:
+            axes, begins, ends, strides = (list(v) for v in value)
+            tensor = topi.strided_slice(tensor, begins, ends, strides, axes=axes)
     return tensor
 
 

@@ -282,14 +282,23 @@ class QRescale:
 
 IntegerOp = QConv2d | QMatMul | QAdd | QAvgPool | QSoftmax | QRescale
 
-#: An int8 layout change a kernel applies to its input while reading it: ("permute_dims", axes) or ("reshape", shape).
-View = tuple[str, tuple[int, ...]]
+#: An int8 layout change a kernel applies to its input while reading it: ("permute_dims", axes), ("reshape", shape)
+#: or ("strided_slice", (axes, begins, ends, strides)).
+View = tuple[str, tuple]
 
 
 def apply_views(x: np.ndarray, views: tuple[View, ...]) -> np.ndarray:
-    """`x` seen through `views`, in order (NumPy's transpose and reshape are the Relax ops' semantics)."""
+    """`x` seen through `views`, in order (NumPy's transpose, reshape and slicing are the Relax ops' semantics)."""
     for kind, value in views:
-        x = np.transpose(x, value) if kind == "permute_dims" else np.reshape(x, value)
+        if kind == "permute_dims":
+            x = np.transpose(x, value)
+        elif kind == "reshape":
+            x = np.reshape(x, value)
+        else:
+            index = [slice(None)] * x.ndim
+            for axis, begin, end, stride in zip(*value):
+                index[axis] = slice(begin, end, stride)
+            x = x[tuple(index)]
     return x
 
 

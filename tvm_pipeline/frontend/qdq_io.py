@@ -67,7 +67,7 @@ def integer_io(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
             n.input[:] = [inp.name if i == node.output[0] else i for i in n.input]
         graph.node.remove(node)
         next(i for i in graph.input if i.name == inp.name).type.tensor_type.elem_type = dtype
-        notes.append(f"input {inp.name}: {_INTEGER.get(dtype, dtype)}, real value = {in_params[0]:.9g} * (x - "
+        notes.append(f"input {inp.name}: {_INTEGER.get(dtype, dtype)}, real value = {str(np.float32(in_params[0]))} * (x - "
                      f"{int(in_params[1])}) (its QuantizeLinear removed)")
     if out_params is not None:
         node = next(n for n in graph.node if n.output[0] == dequant.output[0])
@@ -81,6 +81,6 @@ def integer_io(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
             n.input[:] = [out.name if i == source else i for i in n.input]
         dtype = int(onnx.helper.np_dtype_to_tensor_dtype(out_params[1].dtype))
         graph.output[0].type.tensor_type.elem_type = dtype
-        notes.append(f"output {out.name}: {_INTEGER.get(dtype, dtype)}, real value = {out_params[0]:.9g} * (y - "
+        notes.append(f"output {out.name}: {_INTEGER.get(dtype, dtype)}, real value = {str(np.float32(out_params[0]))} * (y - "
                      f"{int(out_params[1])}) (its DequantizeLinear removed)")
     return model, notes

@@ -32,7 +32,7 @@ from tvm_pipeline.int8_ops import (Fold, QAdd, QAvgPool, QConv2d, QMatMul, QResc
 from tvm_pipeline.tvm_adapter import DataflowOp, DataflowView, KernelCall
 
 NAME = "fold-qdq"
-_VIEW_OPS = ("relax.reshape", "relax.permute_dims")
+_VIEW_OPS = ("relax.reshape", "relax.permute_dims", "relax.strided_slice")
 _INT32 = np.iinfo(np.int32)
 
 
@@ -53,9 +53,11 @@ class _Graph:
         return self.view.users.get(var, 0) == 1
 
 
-def _view_of(op: DataflowOp) -> tuple[str, tuple[int, ...]]:
+def _view_of(op: DataflowOp) -> tuple[str, tuple]:
     if op.op == "relax.permute_dims":
         return "permute_dims", tuple(op.attrs["axes"])
+    if op.op == "relax.strided_slice":  # (axes, begins, ends, strides), each as a tuple
+        return "strided_slice", tuple(tuple(np.atleast_1d(np.asarray(a)).tolist()) for a in op.args[1:5])
     return "reshape", tuple(op.type.shape)
 
 
@@ -343,9 +345,9 @@ def run(mod: tvm.IRModule, notes: list[str]) -> tvm.IRModule:
         name = f"{int8_kernels.KERNEL_PREFIX}_{_kind(fold)}"
         calls.append(KernelCall(fold.var, func, name, (*(s.var for s in fold.sources), *constants)))
     mod = tvm_adapter.replace_with_kernels(mod, calls)
-    counts = Counter(_kind(f) for f in folds)
-    notes.append(f"{NAME}: {len(folds)} quantize chains -> integer kernels ("
-                 + ", ".join(f"{k} {n}" for k, n in sorted(counts.items())) + ")")
+    counts = ", ".join(f"{k} {n}" for k, n in sorted(Counter(_kind(f) for f in folds).items()))
+    notes.append(f"{NAME}: {len(folds)} quantize chains -> integer kernels ({counts})" if folds
+                 else f"{NAME}: no quantize chain folded")
     notes.extend(fold_notes)
     left = [f"{op.op.removeprefix('relax.')} ({op.var})" for op in tvm_adapter.dataflow_ops(mod).ops
             if op.type is not None and op.type.dtype.startswith("float")]
