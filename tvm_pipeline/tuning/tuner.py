@@ -111,14 +111,28 @@ class KernelTuner:
             self.trials.append(Trial(candidate.index, outcome if ok else None, None if ok else outcome))
         return outcomes
 
+    def _verify_replay(self, trace: object) -> tuple[int, int] | None:
+        """(instructions, workspace bytes) of the kernel rebuilt from `trace`, if it passes every check."""
+        sch = tvm_adapter.new_schedule(self.func)
+        try:
+            apply_tuned(sch, trace)
+            kernel = tvm_adapter.lower_to_c(tvm_adapter.scheduled_func(sch), self.symbol)
+        except Exception:  # noqa: BLE001 - a trace that does not replay is simply not kept
+            return None
+        outcome = self._check(tuning_adapter.Candidate(-1, kernel, None, None))
+        return None if isinstance(outcome, str) else (outcome, kernel.workspace_bytes)
+
     def tune(self, trials: int) -> TuningRecord:
         """Runs the search; the record keeps the untuned schedule unless a correct candidate is faster."""
         try:
             seen = tuning_adapter.tune_kernel(prepared_func(self.func), self.symbol, self.evaluate, trials,
                                               seed=self.seed)
+            return self._best_verified(seen)
         finally:
             shutil.rmtree(self._dir, ignore_errors=True)
-        best = min(((ins, trace) for trace, ins, _ in seen if ins is not None), key=lambda t: t[0], default=None)
+
+    def _best_verified(self, seen: list[tuple[object, int | None, str | None]]) -> TuningRecord:
+        """The record: the fastest measured trace that still passes every check when replayed, else untuned."""
         record = TuningRecord(
             key=tuning_adapter.kernel_key(self.func), board=self.board.name, codegen=self.codegen,
             tir_name=self.tir_name, trials=len(self.trials), untuned_instructions=self.baseline.instructions,
@@ -126,9 +140,13 @@ class KernelTuner:
             workspace_bytes=self.untuned.workspace_bytes, trace=None, workspace_budget=self.workspace_budget,
             failed=[{"index": t.index, "reason": t.reason} for t in self.trials if t.reason is not None],
         )
-        if best is not None and best[0] < self.baseline.instructions:
-            sch = tvm_adapter.new_schedule(self.func)
-            apply_tuned(sch, best[1])
-            kernel = tvm_adapter.lower_to_c(tvm_adapter.scheduled_func(sch), self.symbol)
-            record.tuned_instructions, record.trace, record.workspace_bytes = best[0], best[1], kernel.workspace_bytes
+        # A record must hold for what a later compile rebuilds from it, not for what the search measured: the
+        # database keeps traces without their post-processing, so each trace is replayed and checked again.
+        measured = sorted(((ins, trace) for trace, ins, _ in seen if ins is not None), key=lambda t: t[0])
+        for _, trace in measured:
+            verified = self._verify_replay(trace)
+            if verified is None or verified[0] >= self.baseline.instructions:
+                continue
+            record.tuned_instructions, record.trace, record.workspace_bytes = verified[0], trace, verified[1]
+            break
         return record
