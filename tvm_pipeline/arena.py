@@ -65,11 +65,15 @@ def op_graph(program: Program) -> OpGraph:
     """The planner's view of a program: activation tensors read and written, scratch bytes, in-place pairs."""
     nodes = []
     for step in program.steps:
+        if step.window is not None:
+            nodes.append(OpNode(step.name, (), (step.output,)))
+            continue
         kernel = program.kernels[step.kernel]
         inplace = tuple((step.args[i], step.output) for i in kernel.inplace_params if step.args[i] in step.inputs)
         nodes.append(OpNode(step.name, step.inputs, (step.output,), kernel.workspace_bytes, inplace))
     sizes = {name: t.nbytes for name, t in program.tensors.items()}
-    return OpGraph(tuple(nodes), sizes, (program.input,), (program.output,))
+    graph_inputs = () if program.input_streamed else (program.input,)  # a streamed image is never in the arena
+    return OpGraph(tuple(nodes), sizes, graph_inputs, (program.output,))
 
 
 def plan_arena(program: Program, alignment: int, algorithm: str = "auto", reorder: bool = True) -> ArenaPlan:

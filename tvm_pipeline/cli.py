@@ -41,6 +41,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         planner=args.planner,
         disabled_passes=frozenset(args.disable_pass),
         input_shapes=dict(args.input_shape),
+        input_mode=args.input_mode,
         tuning=Path(args.tuning) if args.tuning else None,
     )
     result = compile_model(Path(args.model), Path(args.output), options)
@@ -190,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disable-pass", action="append", default=[], metavar="NAME", help="switch a graph pass off")
     p.add_argument("--input-shape", action="append", default=[], type=_input_shape, metavar="NAME:D0,D1,...",
                    help="fix the shape of a dynamic input")
+    p.add_argument("--input-mode", choices=["ram", "stream"], default="ram",
+                   help="ram: model_run copies the whole input into SRAM; stream: model_run_stream reads each "
+                        "window the model slices out of the input through a read_patch callback")
     p.add_argument("--tuning", metavar="DIR",
                    help="tuning records from `tvmp tune -o DIR` (default: the shipped ones in schedules/records/)")
     p.set_defaults(func=_cmd_compile)

@@ -22,7 +22,7 @@ from tvm_pipeline.errors import UserError
 from tvm_pipeline.frontend import load_model
 from tvm_pipeline.lowering.lower import lower_program
 from tvm_pipeline.lowering.program import Program
-from tvm_pipeline.passes import run_passes
+from tvm_pipeline.passes import run_passes, stream_input
 from tvm_pipeline.tuning.records import SHIPPED_RECORDS_DIR
 from tvm_pipeline.tuning.rule import RecordRule
 
@@ -39,6 +39,7 @@ class CompileOptions:
     disabled_passes: frozenset[str] = frozenset()
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     tuning: Path | None = None  # tuning records folder (`tvmp tune -o`); None: the shipped schedules/records/
+    input_mode: str = "ram"  # "stream": the input is read window by window (model_run_stream), never whole
 
 
 @dataclass(frozen=True)
@@ -88,13 +89,25 @@ def _write_atomically(out_dir: Path, files: dict[str, str | bytes]) -> None:
             shutil.rmtree(tmp)
 
 
+def _input_mode(mod, mode: str):
+    """`ram`: model_run copies the whole input into the arena. `stream`: it is read window by window."""
+    if mode == "ram":
+        return mod, []
+    if mode != "stream":
+        raise UserError(f"unknown input mode {mode!r}; choose ram or stream")
+    notes: list[str] = []
+    return stream_input.run(mod, notes), notes
+
+
 def compile_model(model_path: Path, out_dir: Path, options: CompileOptions = CompileOptions()) -> CompileResult:
     """Compile an .onnx or .tflite model for `options.board` into `out_dir` (replaced as a whole if it exists)."""
     model_path = Path(model_path)
     board = load_board(options.board)
     loaded = load_model(model_path, options.input_shapes)
     spec = loaded.input
-    mod, notes = run_passes(loaded.mod, options.disabled_passes)
+    mod, notes = _input_mode(loaded.mod, options.input_mode)
+    mod, pass_notes = run_passes(mod, options.disabled_passes)
+    notes += pass_notes
     fused = tvm_adapter.fuse(mod)
     tuned = RecordRule(options.tuning or SHIPPED_RECORDS_DIR, board.name, "c")
     program = lower_program(fused, rules=[bottleneck_schedule.rule, tuned])
@@ -129,6 +142,7 @@ def compile_model(model_path: Path, out_dir: Path, options: CompileOptions = Com
         "steps": len(program.steps),
         "weight_bytes": program.weight_bytes,
         "disabled_passes": sorted(options.disabled_passes),
+        "input_mode": options.input_mode,
         "notes": program.notes,
     }, indent=2) + "\n"
     files["memory.json"] = json.dumps(arena.to_json(program), indent=2) + "\n"

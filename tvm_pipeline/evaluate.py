@@ -39,6 +39,7 @@ class Evaluation:
     flash_bytes: int | None
     instructions: int | None
     planner: str
+    input_mode: str  # "ram" (model_run copies the input into the arena) or "stream" (read window by window)
     output: list[float]
     # Integer (int8) outputs only, None otherwise; differences are in output steps (LSB) of the quantized output.
     max_abs_diff_lsb: int | None = None
@@ -179,6 +180,7 @@ def evaluate(model_dir: Path, board: Board | None, x: np.ndarray, runner: Runner
         flash_bytes=sizes.flash_bytes if sizes else None,
         instructions=result.instructions,
         planner=memory["planner"],
+        input_mode=meta.get("input_mode", "ram"),
         output=got.tolist(),
         **integer,
     )

@@ -595,3 +595,31 @@ def dataflow_output(mod: tvm.IRModule) -> str:
     """The name `dataflow_ops` gives the variable `main` returns."""
     main = mod["main"]
     return _var_names(main)[main.body.body.__chandle__()]
+
+
+#: PrimFunc attribute naming the input window a `read_window` kernel copies: (begin..., end...) per input axis.
+INPUT_WINDOW_ATTR = "tvmp.input_window"
+
+
+def window_kernel(input_type: TensorType, begin: tuple[int, ...], end: tuple[int, ...]) -> tirx.PrimFunc:
+    """`out = input[begin:end]` (stride 1) as an opaque PrimFunc marked with the window it reads.
+
+    In stream mode the C emitter never calls it: it asks the firmware's `read_patch` for that window instead.
+    """
+    from tvm import te
+
+    x = te.placeholder(input_type.shape, input_type.dtype, name="image")
+    shape = tuple(e - b for b, e in zip(begin, end))
+    out = te.compute(shape, lambda *i: x[tuple(b + k for b, k in zip(begin, i))], name="window")
+    func = te.create_prim_func([x, out])
+    return func.with_attr(INPUT_WINDOW_ATTR, [*begin, *end]).with_attr("op_pattern", 8)  # 8 = kOpaque: never fused
+
+
+def input_window(mod: tvm.IRModule, name: str) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """(begin, end) of a `window_kernel` PrimFunc, None for any other kernel."""
+    attrs = mod[name].attrs
+    if attrs is None or INPUT_WINDOW_ATTR not in attrs:
+        return None
+    bounds = [int(v) for v in attrs[INPUT_WINDOW_ATTR]]
+    half = len(bounds) // 2
+    return tuple(bounds[:half]), tuple(bounds[half:])

@@ -84,9 +84,88 @@ def emit_kernels(program: Program, source: str) -> dict[str, str]:
     return {"kernels.h": h, "kernels.c": c}
 
 
+_STREAM_API = """
+/* Stream mode: the image is never in SRAM. model_run_stream asks `read_patch` for each window it needs, as a dense
+ * row-major block of the input tensor from begin[] (inclusive) to end[] (exclusive) per axis. */
+#define MODEL_INPUT_RANK {rank}
+typedef struct {{
+  int32_t begin[MODEL_INPUT_RANK];
+  int32_t end[MODEL_INPUT_RANK];
+}} model_window_t;
+
+/* Fills `dst` with the window; returns 0 on success (a non-zero status stops the inference and is returned). */
+typedef int (*model_read_patch_t)(void *ctx, const model_window_t *window, model_input_t *dst);
+
+int model_run_stream(model_read_patch_t read_patch, void *ctx, model_output_t *out);
+"""
+
+_MEMORY_READER = """
+/* model_run in stream mode: serves the windows from an image in memory (flash, or a frame buffer). */
+static const int32_t model_input_shape[MODEL_INPUT_RANK] = {{{shape}}};
+
+static int read_from_memory(void *ctx, const model_window_t *window, model_input_t *dst) {{
+  const model_input_t *image = (const model_input_t *)ctx;
+  int32_t index[MODEL_INPUT_RANK];
+  const int32_t last = MODEL_INPUT_RANK - 1;
+  const int32_t row = window->end[last] - window->begin[last];
+  for (int32_t axis = 0; axis < MODEL_INPUT_RANK; ++axis) {{
+    if (window->begin[axis] < 0 || window->end[axis] > model_input_shape[axis] ||
+        window->begin[axis] >= window->end[axis]) {{
+      return 1;
+    }}
+    index[axis] = window->begin[axis];
+  }}
+  for (;;) {{
+    int32_t offset = 0;
+    for (int32_t axis = 0; axis < MODEL_INPUT_RANK; ++axis) {{
+      offset = offset * model_input_shape[axis] + index[axis];
+    }}
+    memcpy(dst, image + offset, sizeof(model_input_t) * (size_t)row);
+    dst += row;
+    int32_t axis = last - 1;  /* odometer over every axis but the contiguous last one */
+    while (axis >= 0 && ++index[axis] == window->end[axis]) {{
+      index[axis] = window->begin[axis];
+      --axis;
+    }}
+    if (axis < 0) {{
+      return 0;
+    }}
+  }}
+}}
+
+int model_run(const model_input_t *in, model_output_t *out) {{
+  return model_run_stream(read_from_memory, (void *)in, out);
+}}
+"""
+
+
+def _step_code(program: Program, layout: ArenaLayout, position: int, index: int) -> str:
+    """The C of one step: a kernel call with arena pointers, or (stream mode) a window read."""
+    step = program.steps[index]
+    if step.window is not None:
+        begin, end = (", ".join(map(str, bound)) for bound in step.window)
+        return (f"  /* step {position}: {step.output} = input window [{begin}] .. [{end}] */\n"
+                f"  {{\n    static const model_window_t window = {{{{{begin}}}, {{{end}}}}};\n"
+                f"    const int status = read_patch(ctx, &window, (model_input_t *)(arena + "
+                f"{layout.tensor_offsets[step.output]}));\n    if (status != 0) {{\n      return status;\n    }}\n  }}")
+    kernel = program.kernels[step.kernel]
+    args = []
+    for name, param in zip(step.args, kernel.params):
+        ctype = c_type(param.dtype)
+        if name in program.constants:
+            args.append(f"({ctype} *){name}")
+        else:
+            args.append(f"({ctype} *)(arena + {layout.tensor_offsets[name]})")
+    if kernel.workspace_bytes:
+        args.append(f"arena + {layout.scratch_offsets[step.name]}")
+    return f"  /* step {position}: {step.output} = {kernel.tir_name} */\n  {kernel.symbol}({', '.join(args)});"
+
+
 def emit_model(program: Program, layout: ArenaLayout, source: str) -> dict[str, str]:
-    """`model.h` / `model.c`: the static arena and `model_run`, calling the kernels in the planned order."""
+    """`model.h` / `model.c`: the static arena and `model_run` (+ `model_run_stream` when the input is streamed),
+    calling the kernels in the planned order."""
     inp, out = program.tensors[program.input], program.tensors[program.output]
+    stream = program.input_streamed
     header = _HEADER.format(source=source)
     h = f"""{header}#ifndef TVMP_MODEL_H
 #define TVMP_MODEL_H
@@ -98,40 +177,27 @@ typedef {c_type(out.dtype)} model_output_t;
 #define MODEL_INPUT_COUNT {int(np.prod(inp.shape))}   /* shape {list(inp.shape)} */
 #define MODEL_OUTPUT_COUNT {int(np.prod(out.shape))}  /* shape {list(out.shape)} */
 #define MODEL_ARENA_BYTES {layout.arena_bytes}
+#define MODEL_INPUT_STREAMED {int(stream)}
 
 /* Runs one inference. `in` may point to flash; returns 0 on success. */
 int model_run(const model_input_t *in, model_output_t *out);
-
+{_STREAM_API.format(rank=len(inp.shape)) if stream else ""}
 #endif
 """
-    calls = []
-    for position, index in enumerate(layout.order):
-        step = program.steps[index]
-        kernel = program.kernels[step.kernel]
-        args = []
-        for name, param in zip(step.args, kernel.params):
-            ctype = c_type(param.dtype)
-            if name in program.constants:
-                args.append(f"({ctype} *){name}")
-            else:
-                args.append(f"({ctype} *)(arena + {layout.tensor_offsets[name]})")
-        if kernel.workspace_bytes:
-            args.append(f"arena + {layout.scratch_offsets[step.name]}")
-        calls.append(f"  /* step {position}: {step.output} = {kernel.tir_name} */\n  {kernel.symbol}({', '.join(args)});")
-    c = f"""{header}#include <string.h>
-#include "kernels.h"
-#include "model.h"
-#include "weights.h"
-
-/* The only RAM the model uses besides the stack: every activation and scratch buffer at a planned offset. */
-static uint8_t model_arena[MODEL_ARENA_BYTES] __attribute__((aligned(16)));
-
-int model_run(const model_input_t *in, model_output_t *out) {{
-  uint8_t *const arena = model_arena;
-  memcpy(arena + {layout.tensor_offsets[program.input]}, in, sizeof(model_input_t) * MODEL_INPUT_COUNT);
-{chr(10).join(calls)}
-  memcpy(out, arena + {layout.tensor_offsets[program.output]}, sizeof(model_output_t) * MODEL_OUTPUT_COUNT);
-  return 0;
-}}
-"""
+    steps = "\n".join(_step_code(program, layout, p, i) for p, i in enumerate(layout.order))
+    copy_out = (f"  memcpy(out, arena + {layout.tensor_offsets[program.output]}, "
+                f"sizeof(model_output_t) * MODEL_OUTPUT_COUNT);\n  return 0;\n}}\n")
+    if stream:
+        entry = ("int model_run_stream(model_read_patch_t read_patch, void *ctx, model_output_t *out) {\n"
+                 "  uint8_t *const arena = model_arena;\n")
+        tail = _MEMORY_READER.format(shape=", ".join(map(str, inp.shape)))
+    else:
+        entry = ("int model_run(const model_input_t *in, model_output_t *out) {\n  uint8_t *const arena = model_arena;\n"
+                 f"  memcpy(arena + {layout.tensor_offsets[program.input]}, in, "
+                 "sizeof(model_input_t) * MODEL_INPUT_COUNT);\n")
+        tail = ""
+    c = (f"{header}#include <string.h>\n#include \"kernels.h\"\n#include \"model.h\"\n#include \"weights.h\"\n\n"
+         "/* The only RAM the model uses besides the stack: every activation and scratch buffer at a planned offset. */\n"
+         "static uint8_t model_arena[MODEL_ARENA_BYTES] __attribute__((aligned(16)));\n\n"
+         f"{entry}{steps}\n{copy_out}{tail}")
     return {"model.h": h, "model.c": c}

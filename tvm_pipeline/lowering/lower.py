@@ -57,6 +57,11 @@ def lower_program(mod: tvm.IRModule, rules: list[ScheduleRule] | None = None) ->
         if not binding.func_name:  # `y = x`: no code, the same storage
             alias[binding.output] = alias.get(binding.args[0], binding.args[0])
             continue
+        window = tvm_adapter.input_window(mod, binding.func_name)
+        if window is not None:  # stream mode: the firmware's read_patch fills it, no kernel
+            tensors[binding.output] = binding.output_type
+            steps.append(Step(binding.output, "", (binding.output,), (), binding.output, window))
+            continue
         if binding.func_name not in kernels:
             kernels[binding.func_name] = _lower_kernel(mod, binding.func_name, rules or [])
         args = [constant(a) if isinstance(a, np.ndarray) else alias.get(a, a) for a in binding.args]

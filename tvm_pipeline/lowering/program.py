@@ -26,13 +26,17 @@ class Kernel:
 
 @dataclass(frozen=True)
 class Step:
-    """One kernel call: `kernel(args...)`; the last argument is the output tensor."""
+    """One kernel call: `kernel(args...)`; the last argument is the output tensor.
+
+    A step with a `window` has no kernel: in stream mode it asks the firmware for that window of the input.
+    """
 
     name: str
     kernel: str
     args: tuple[str, ...]  # names of activation tensors or constants, in the kernel's parameter order
     inputs: tuple[str, ...]  # the activation tensors among `args` that are read
     output: str
+    window: tuple[tuple[int, ...], tuple[int, ...]] | None = None  # stream mode: (begin, end) of the input to read
 
 
 @dataclass
@@ -46,6 +50,11 @@ class Program:
     kernels: dict[str, Kernel]
     steps: list[Step]
     notes: list[str] = field(default_factory=list)  # what passes did or declined to do, for the report
+
+    @property
+    def input_streamed(self) -> bool:
+        """True when the input is never in the arena: steps read its windows through `read_patch`."""
+        return any(step.window is not None for step in self.steps)
 
     @property
     def weight_bytes(self) -> int:
