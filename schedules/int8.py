@@ -46,7 +46,13 @@ def _channel(tensor: te.Tensor, index):
     return tensor[index] if int(tensor.shape[0]) > 1 else tensor[0]
 
 
-def _qconv2d(op: QConv2d, x: te.Tensor, consts: dict[str, te.Tensor]) -> te.Tensor:
+def _add(op: QAdd, a: tirx.PrimExpr, b: tirx.PrimExpr) -> tirx.PrimExpr:
+    total = (a.astype("int64") - _i64(op.zero_point_a)) * _i64(op.multiplier_a)
+    total = total + (b.astype("int64") - _i64(op.zero_point_b)) * _i64(op.multiplier_b)
+    return _clamp_int8(_round_shift(total, _i64(op.shift)) + _i64(op.zero_point), op.lo, op.hi)
+
+
+def _qconv2d(op: QConv2d, x: te.Tensor, consts: dict[str, te.Tensor], skip: te.Tensor | None = None) -> te.Tensor:
     n, _, height, width = (int(d) for d in x.shape)
     out_c, group_c, kh, kw = op.weight.shape
     (sh, sw), (dh, dw), (pt, pl, pb, pr) = op.strides, op.dilation, op.padding
@@ -65,9 +71,13 @@ def _qconv2d(op: QConv2d, x: te.Tensor, consts: dict[str, te.Tensor]) -> te.Tens
         return value * w[o, rc, ry, rx].astype("int32")
 
     acc = te.compute((n, out_c, oh, ow), lambda b, o, i, j: te.sum(tap(b, o, i, j), axis=[rc, ry, rx]), name="acc")
-    return te.compute(acc.shape, lambda b, o, i, j: _requantize(
-        acc[b, o, i, j] + bias[o], _channel(consts["multiplier"], o), _channel(consts["shift"], o), op.requant),
-        name="requantize")
+
+    def epilogue(b, o, i, j):
+        conv = _requantize(acc[b, o, i, j] + bias[o], _channel(consts["multiplier"], o), _channel(consts["shift"], o),
+                           op.requant)
+        return conv if op.residual is None else _add(op.residual, conv, skip[b, o, i, j])
+
+    return te.compute(acc.shape, epilogue, name="requantize")
 
 
 def _qmatmul(op: QMatMul, x: te.Tensor, consts: dict[str, te.Tensor]) -> te.Tensor:
@@ -88,12 +98,7 @@ def _qmatmul(op: QMatMul, x: te.Tensor, consts: dict[str, te.Tensor]) -> te.Tens
 
 
 def _qadd(op: QAdd, a: te.Tensor, b: te.Tensor) -> te.Tensor:
-    def add(*i):
-        total = (a[i].astype("int64") - _i64(op.zero_point_a)) * _i64(op.multiplier_a)
-        total = total + (b[i].astype("int64") - _i64(op.zero_point_b)) * _i64(op.multiplier_b)
-        return _clamp_int8(_round_shift(total, _i64(op.shift)) + _i64(op.zero_point), op.lo, op.hi)
-
-    return te.compute(a.shape, add, name="add")
+    return te.compute(a.shape, lambda *i: _add(op, a[i], b[i]), name="add")
 
 
 def _qavgpool(op: QAvgPool, x: te.Tensor, consts: dict[str, te.Tensor]) -> te.Tensor:
@@ -175,7 +180,7 @@ def kernel(fold: Fold, input_shapes: list[tuple[int, ...]], out_shape: tuple[int
     elif isinstance(op, QRescale):
         out = _qrescale(op, seen[0], consts)
     elif isinstance(op, QConv2d):
-        out = _qconv2d(op, seen[0], consts)
+        out = _qconv2d(op, seen[0], consts, seen[1] if op.residual is not None else None)
     elif isinstance(op, QMatMul):
         out = _qmatmul(op, seen[0], consts)
     elif isinstance(op, QAdd):

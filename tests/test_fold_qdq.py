@@ -103,3 +103,36 @@ def test_float_io_of_a_qdq_model_becomes_int8():
     onnx.checker.check_model(model)
     unchanged, none = integer_io(_qdq_model())
     assert none == [] and unchanged.SerializeToString() == _qdq_model().SerializeToString()
+
+
+def _residual_model(skip_is_conv_input: bool) -> onnx.ModelProto:
+    """xq -> conv1 -> Q(h) -> conv2 -> Q(c) -> add(c, skip) -> Q; skip is xq (a residual block) or h (conv2's input)."""
+    rng = np.random.default_rng(1)
+    inits = {"s": np.float32(0.05), "z": np.int8(-3), "sw": np.full(3, 0.01, np.float32), "zw": np.zeros(3, np.int8),
+             "w1": rng.integers(-127, 128, (3, 3, 3, 3)).astype(np.int8),
+             "w2": rng.integers(-127, 128, (3, 3, 1, 1)).astype(np.int8)}
+    dq, q = "DequantizeLinear", "QuantizeLinear"
+    skip = "hq" if skip_is_conv_input else "xq"
+    nodes = [helper.make_node(dq, ["xq", "s", "z"], ["xf"]), helper.make_node(dq, ["w1", "sw", "zw"], ["w1f"], axis=0),
+             helper.make_node("Conv", ["xf", "w1f"], ["h"], pads=[1, 1, 1, 1]), helper.make_node(q, ["h", "s", "z"], ["hq"]),
+             helper.make_node(dq, ["hq", "s", "z"], ["hf"]), helper.make_node(dq, ["w2", "sw", "zw"], ["w2f"], axis=0),
+             helper.make_node("Conv", ["hf", "w2f"], ["c"]), helper.make_node(q, ["c", "s", "z"], ["cq"]),
+             helper.make_node(dq, ["cq", "s", "z"], ["cf"]), helper.make_node(dq, [skip, "s", "z"], ["skipf"]),
+             helper.make_node("Add", ["cf", "skipf"], ["y"]), helper.make_node(q, ["y", "s", "z"], ["yq"])]
+    graph = helper.make_graph(nodes, "residual", [helper.make_tensor_value_info("xq", TensorProto.INT8, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("yq", TensorProto.INT8, [1, 3, 8, 8])],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_residual_add_is_fused_into_the_conv_epilogue():
+    folds, _ = fold_qdq.plan(tvm_adapter.dataflow_ops(_import(_residual_model(skip_is_conv_input=False))))
+    conv1, fused = folds
+    assert fused.op.residual is not None and [s.var for s in fused.sources] == [conv1.var, "xq"]
+
+
+def test_residual_add_is_not_fused_when_the_skip_is_the_conv_input():
+    """The kernel would get one buffer as two parameters, and in-place reuse of the skip would corrupt the conv."""
+    folds, _ = fold_qdq.plan(tvm_adapter.dataflow_ops(_import(_residual_model(skip_is_conv_input=True))))
+    assert [type(f.op).__name__ for f in folds] == ["QConv2d", "QConv2d", "QAdd"]
+    assert all(f.op.residual is None for f in folds[:2])

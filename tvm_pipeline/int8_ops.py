@@ -120,6 +120,8 @@ class QConv2d:
     """int8 NCHW convolution (any groups): acc = sum(x_padded * w) + bias; padding reads `input_zero_point`.
 
     `bias` already holds `-input_zero_point * sum(w)` per output channel, so no subtraction runs per product.
+    `residual`: a residual add fused into the epilogue, `residual(requantized conv, skip)` (the conv is operand a),
+    so the int8 conv output is never stored and the result may overwrite the skip tensor in place.
     """
 
     weight: np.ndarray  # int8 (O, C / groups, KH, KW)
@@ -130,8 +132,13 @@ class QConv2d:
     dilation: tuple[int, int]
     groups: int
     requant: Requant
+    residual: QAdd | None = None
 
-    def reference(self, x: np.ndarray) -> np.ndarray:
+    def reference(self, x: np.ndarray, skip: np.ndarray | None = None) -> np.ndarray:
+        conv = self._conv(x)
+        return conv if self.residual is None else self.residual.reference(conv, skip)
+
+    def _conv(self, x: np.ndarray) -> np.ndarray:
         o, cg, kh, kw = self.weight.shape
         patches = _windows(_padded(x, self.padding, self.input_zero_point), (kh, kw), self.strides, self.dilation)
         n, _, oh, ow = patches.shape[:4]
@@ -180,6 +187,11 @@ class QAdd:
     zero_point: int
     lo: int
     hi: int
+
+    def swapped(self) -> QAdd:
+        """The same add with its operands exchanged."""
+        return QAdd(self.zero_point_b, self.zero_point_a, self.multiplier_b, self.multiplier_a, self.shift,
+                    self.zero_point, self.lo, self.hi)
 
     @staticmethod
     def from_scales(scale_a: float, zero_point_a: int, scale_b: float, zero_point_b: int, scale: float,
