@@ -6,7 +6,11 @@ from pathlib import Path
 
 import pytest
 
+import numpy as np
+import onnx
+
 from tvm_pipeline.compiler import CompileOptions, compile_model
+from tvm_pipeline.quantize import quantize_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,5 +47,23 @@ def compiled(zoo_onnx, tmp_path_factory):
             compile_model(zoo_onnx(name), out, CompileOptions(**options))
             cache[key] = out
         return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def int8_onnx(zoo_onnx, tmp_path_factory):
+    """`int8_onnx(name) -> Path`: the zoo model quantized by `quantize_model` (16 random-normal calibration samples)."""
+    root = tmp_path_factory.mktemp("int8")
+    cache: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in cache:
+            source = zoo_onnx(name)
+            shape = [d.dim_value for d in onnx.load(str(source)).graph.input[0].type.tensor_type.shape.dim]
+            calibration = root / f"{name}.calibration.npy"
+            np.save(calibration, np.random.default_rng(1).standard_normal((16, *shape[1:])).astype(np.float32))
+            cache[name] = quantize_model(source, calibration, root / f"{name}.int8.onnx").path
+        return cache[name]
 
     return get

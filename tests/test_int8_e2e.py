@@ -27,24 +27,6 @@ FLOAT_HELPER_PREFIXES = ("__aeabi_f", "__aeabi_d", "__aeabi_i2f", "__aeabi_ui2f"
 
 
 @pytest.fixture(scope="session")
-def int8_onnx(zoo_onnx, tmp_path_factory):
-    """`int8_onnx(name) -> Path`: the zoo model quantized by `quantize_model` (16 random-normal calibration samples)."""
-    root = tmp_path_factory.mktemp("int8")
-    cache: dict[str, Path] = {}
-
-    def get(name: str) -> Path:
-        if name not in cache:
-            source = zoo_onnx(name)
-            shape = [d.dim_value for d in onnx.load(str(source)).graph.input[0].type.tensor_type.shape.dim]
-            calibration = root / f"{name}.calibration.npy"
-            np.save(calibration, np.random.default_rng(1).standard_normal((16, *shape[1:])).astype(np.float32))
-            cache[name] = quantize_model(source, calibration, root / f"{name}.int8.onnx").path
-        return cache[name]
-
-    return get
-
-
-@pytest.fixture(scope="session")
 def compiled_int8(int8_onnx, tmp_path_factory):
     root = tmp_path_factory.mktemp("compiled-int8")
     cache: dict[tuple, Path] = {}

@@ -21,6 +21,7 @@ import onnx
 from tvm_pipeline.errors import UserError
 from tvm_pipeline.frontend.onnx_loader import input_specs, load_onnx
 from tvm_pipeline.frontend.qdq_io import integer_io
+from tvm_pipeline.frontend.slice_input_qdq import share_input_quantization
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm"}
 NORMALIZATIONS = ("unit", "imagenet")
@@ -139,10 +140,11 @@ def quantize_model(model_path: Path, calibration: Path, out_path: Path, *, norma
                         calibrate_method=CalibrationMethod.MinMax,
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         result = onnx.load(str(quantized))
+    result, notes = share_input_quantization(result, batch)
     _drop_unused_constants(result)
-    notes: list[str] = []
     if not float_io:
-        result, notes = integer_io(result)
+        result, io_notes = integer_io(result)
+        notes += io_notes
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(result, str(out_path))
