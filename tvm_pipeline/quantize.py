@@ -22,6 +22,7 @@ from tvm_pipeline.errors import UserError
 from tvm_pipeline.frontend.onnx_loader import input_specs, load_onnx
 from tvm_pipeline.frontend.qdq_io import integer_io
 from tvm_pipeline.frontend.slice_input_qdq import share_input_quantization
+from tvm_pipeline.qdq_sharing import share_tunnel_quantization
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm"}
 NORMALIZATIONS = ("unit", "imagenet")
@@ -122,8 +123,11 @@ def _drop_unused_constants(model: onnx.ModelProto) -> None:
 
 
 def quantize_model(model_path: Path, calibration: Path, out_path: Path, *, normalization: str = "unit",
-                   samples: int = 256, float_io: bool = False) -> QuantizeResult:
-    """Quantize `model_path` with calibration data from `calibration`; write the QDQ model to `out_path`."""
+                   samples: int = 256, float_io: bool = False, share: bool = True) -> QuantizeResult:
+    """Quantize `model_path` with calibration data from `calibration`; write the QDQ model to `out_path`.
+
+    `share`: give structurally identical tensors (weight-shared patch tunnels) one quantization (qdq_sharing.py).
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     model = load_onnx(Path(model_path))
@@ -141,6 +145,9 @@ def quantize_model(model_path: Path, calibration: Path, out_path: Path, *, norma
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         result = onnx.load(str(quantized))
     result, notes = share_input_quantization(result, batch)
+    if share:
+        result, sharing_notes = share_tunnel_quantization(result)
+        notes += sharing_notes
     _drop_unused_constants(result)
     if not float_io:
         result, io_notes = integer_io(result)

@@ -25,10 +25,35 @@ BEAM_STATES = 200
 
 def best_order(graph: OpGraph, time_limit_s: float = 2.0) -> list[int]:
     """A valid topological order of `graph.nodes` minimizing the peak of live bytes; never worse than file order."""
-    file_order = list(range(len(graph.nodes)))
-    incumbent = peak_bytes(graph, file_order)
-    found = _search(_Tables(graph), incumbent, time.monotonic() + time_limit_s)
-    return found if found is not None else file_order
+    start = min((list(range(len(graph.nodes))), depth_first_order(graph)), key=lambda o: peak_bytes(graph, o))
+    found = _search(_Tables(graph), peak_bytes(graph, start), time.monotonic() + time_limit_s)
+    return found if found is not None else start
+
+
+def depth_first_order(graph: OpGraph) -> list[int]:
+    """Post-order from the graph outputs: each input's whole branch runs before the next input's.
+
+    Independent branches (patch tunnels) then run one after another instead of layer by layer, which the beam
+    search may not find in a large graph; it seeds the search. Nodes no output depends on run last.
+    """
+    writer = {tensor: i for i, node in enumerate(graph.nodes) for tensor in node.outputs}
+    order: list[int] = []
+    done: set[int] = set()
+    roots = [writer[t] for t in graph.graph_outputs if t in writer] + list(range(len(graph.nodes)))
+    for root in roots:
+        stack = [(root, False)]
+        while stack:
+            index, expanded = stack.pop()
+            if index in done:
+                continue
+            if expanded:
+                done.add(index)
+                order.append(index)
+                continue
+            stack.append((index, True))
+            producers = [writer[t] for t in graph.nodes[index].inputs if t in writer]
+            stack.extend((p, False) for p in reversed(producers) if p not in done)
+    return order
 
 
 def peak_bytes(graph: OpGraph, order: Sequence[int]) -> int:
