@@ -26,13 +26,17 @@ is summed channel by channel, so results equal the unfused graph within float ro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 
 from tvm import s_tir, tirx
 from tvm.script import tirx as T
 
 #: Name (prefix) of the kernels the reorder-bottleneck pass creates; the schedule rule picks them by it.
 KERNEL_PREFIX = "bottleneck_reordered"
+
+#: PrimFunc attribute holding the BottleneckSpec (JSON) a kernel was made from, so later passes can re-derive it.
+SPEC_ATTR = "tvmp.bottleneck_spec"
 
 #: (lower, upper) bounds of a clamp; None where unbounded. ReLU is (0.0, None), ReLU6 (0.0, 6.0).
 Clamp = tuple[float | None, float | None]
@@ -53,6 +57,7 @@ class BottleneckSpec:
     expand_act: Clamp | None
     dw_act: Clamp
     skip: bool  # out += x (needs stride 1 and in_channels == out_channels)
+    skip_offset: tuple[int, int] = (0, 0)  # out[y, x] += x[y + rows, x + cols]: x is a patch with a halo
 
     @property
     def hidden(self) -> int:
@@ -96,6 +101,7 @@ def kernel(spec: BottleneckSpec):
                                      spec.kernel, spec.stride)
     ho, wo, (pt, pl, pb, pr) = spec.out_height, spec.out_width, spec.padding
     expands, skip, expand_act, dw_act = spec.expand_channels is not None, spec.skip, spec.expand_act, spec.dw_act
+    sy, sx = spec.skip_offset
 
     def padded_value(expand, b_expand, x, c, y, xx):  # element (c, y, xx) of the depthwise's zero-padded input
         inside = tirx.all(pt <= y, y < h + pt, pl <= xx, xx < w + pl)
@@ -140,16 +146,26 @@ def kernel(spec: BottleneckSpec):
                 vo, vy, vx, vc = T.axis.remap("SSSR", [o, y, xx, c])
                 with T.init():
                     if skip:
-                        out[0, vo, vy, vx] = b_proj[vo] + x[0, vo, vy, vx]
+                        out[0, vo, vy, vx] = b_proj[vo] + x[0, vo, vy + sy, vx + sx]
                     else:
                         out[0, vo, vy, vx] = b_proj[vo]
                 out[0, vo, vy, vx] = out[0, vo, vy, vx] + w_proj[vo, vc] * depthwise_act[vc, vy, vx]
 
     if expands:
-        return bottleneck
+        return bottleneck.with_attr(SPEC_ATTR, json.dumps(asdict(spec)))
     # No expansion: the padded plane copies x; drop the two unused weight parameters.
     params = [p for p in bottleneck.params if p.name not in ("w_expand", "b_expand")]
-    return tirx.PrimFunc(params, bottleneck.body, attrs=bottleneck.attrs)
+    func = tirx.PrimFunc(params, bottleneck.body, attrs=bottleneck.attrs)
+    return func.with_attr(SPEC_ATTR, json.dumps(asdict(spec)))
+
+
+def spec_of(func) -> BottleneckSpec | None:
+    """The spec a `kernel(spec)` PrimFunc was made from (its SPEC_ATTR), None for any other PrimFunc."""
+    attrs = getattr(func, "attrs", None)
+    if attrs is None or SPEC_ATTR not in attrs:
+        return None
+    fields = json.loads(str(attrs[SPEC_ATTR]))
+    return BottleneckSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
 
 def apply(sch: s_tir.Schedule, tiling: Tiling = Tiling()) -> None:

@@ -197,4 +197,7 @@ def kernel(fold: Fold, input_shapes: list[tuple[int, ...]], out_shape: tuple[int
     if tuple(int(d) for d in out.shape) != tuple(out_shape):
         raise ValueError(f"int8 kernel for {fold.var} computes shape {tuple(out.shape)}, the graph expects {out_shape}")
     func = te.create_prim_func([*inputs, *consts.values(), out], index_dtype_override="int64")
+    if isinstance(op, QConv2d):  # the conv's parameters, read back by reorder-bottleneck-int8
+        from schedules.bottleneck_int8 import conv_attr
+        func = func.with_attr(*conv_attr(fold))
     return func.with_attr("op_pattern", 8), list(constants.values())  # 8 = kOpaque: FuseOps leaves it alone

@@ -37,7 +37,7 @@ def test_board_json_agrees_with_its_linker_script(name: str) -> None:
 
 
 def test_boards_are_the_expected_set() -> None:
-    assert list_boards() == ["cortex-m0", "generic-m7", "nrf52840", "stm32f746", "stm32h743"]
+    assert list_boards() == ["cortex-m0", "generic-m7", "generic-m7-16mb", "nrf52840", "stm32f746", "stm32h743"]
     assert load_board("stm32f746").zephyr_board == "nucleo_f746zg"
     assert load_board("generic-m7").arduino_fqbn is None
     assert load_board("nrf52840").ram.origin == 0x20000000

@@ -5,6 +5,7 @@
     tvmp run OUT/ --serial /dev/ttyACM0 [--baud 115200]     (a real board flashed with `tvmp project flash`)
     tvmp report OUT/
     tvmp tune MODEL.onnx --board stm32f746 --trials N -o records/   (then: tvmp compile ... --tuning records/)
+    tvmp tune MODEL.onnx --sweep boards=stm32f746,nrf52840 --sweep codegen=c,llvm --trials N -o records/
     tvmp project create OUT/ DIR --platform zephyr|arduino|bare [--board NAME] [--force]
     tvmp project build DIR
     tvmp project flash DIR [--port /dev/ttyACM0]
@@ -33,6 +34,13 @@ def _input_shape(text: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
+def _grid(text: str) -> tuple[int, int]:
+    rows, _, cols = text.lower().partition("x")
+    if not (rows.isdigit() and cols.isdigit()) or int(rows) < 1 or int(cols) < 1:
+        raise argparse.ArgumentTypeError(f"expected RxC with positive sizes (e.g. 4x4), got {text!r}")
+    return int(rows), int(cols)
+
+
 def _cmd_compile(args: argparse.Namespace) -> int:
     from tvm_pipeline.compiler import CompileOptions, compile_model
 
@@ -43,6 +51,9 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         input_shapes=dict(args.input_shape),
         input_mode=args.input_mode,
         tuning=Path(args.tuning) if args.tuning else None,
+        codegen=args.codegen,
+        patch_stage=args.patch_stage,
+        patch_grid=args.patch_grid,
     )
     result = compile_model(Path(args.model), Path(args.output), options)
     memory = result.arena.plan
@@ -148,10 +159,26 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
     if args.trials < 1:
         raise UserError(f"--trials must be at least 1, got {args.trials}")
-    records = tune_model(Path(args.model), args.board, args.trials, Path(args.output), args.workers, seed=args.seed)
-    print(format_records(records))
+    if args.sweep:
+        from tvm_pipeline.tuning.sweep import format_sweep, parse_sweeps, run_sweep
+
+        settings = parse_sweeps(args.sweep, {"board": args.board, "codegen": args.codegen, "trials": args.trials})
+        rows = run_sweep(Path(args.model), settings, Path(args.output), args.workers, args.seed,
+                         disabled_passes=frozenset(args.disable_pass))
+        print(format_sweep(rows))
+        print(f"table: {args.output}/sweep.csv, sweep.json; plot: {args.output}/sweep.png")
+        return 0
+    tuning = tune_model(Path(args.model), args.board, args.trials, Path(args.output), args.workers,
+                        codegen=args.codegen, seed=args.seed, disabled_passes=frozenset(args.disable_pass))
+    print(format_records(tuning.records))
+    if tuning.allowance is not None:
+        a = tuning.allowance
+        print(f"model on {args.board}: {a.untuned_instructions:,} -> {a.tuned_instructions:,} instructions per "
+              f"inference; peak SRAM {a.untuned_peak_sram_bytes:,} -> {a.tuned_peak_sram_bytes:,} B"
+              f"{'' if a.verified else ' (' + a.note + ')'}")
+    disabled = "".join(f" --disable-pass {name}" for name in args.disable_pass)
     print(f"records in {args.output}/ (apply with: tvmp compile {args.model} --board {args.board} "
-          f"--tuning {args.output})")
+          f"--codegen {args.codegen}{disabled} --tuning {args.output})")
     return 0
 
 
@@ -196,6 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "window the model slices out of the input through a read_patch callback")
     p.add_argument("--tuning", metavar="DIR",
                    help="tuning records from `tvmp tune -o DIR` (default: the shipped ones in schedules/records/)")
+    p.add_argument("--codegen", choices=["c", "llvm"], default="c",
+                   help="c: kernels.c for gcc; llvm: kernels.o built by TVM's LLVM backend for the board's CPU "
+                        "(fused multiply-add: outputs differ from C in the last bits; board runs only)")
+    p.add_argument("--patch-stage", type=int, metavar="N",
+                   help="patch-stage pass: run layers 0..N patch by patch (the split points are listed in the "
+                        "compile notes; default: searched for the smallest arena)")
+    p.add_argument("--patch-grid", type=_grid, metavar="RxC",
+                   help="patch-stage pass: R rows x C columns of patches (default: searched)")
     p.set_defaults(func=_cmd_compile)
 
     p = sub.add_parser("tune", help="tune each kernel of a model, measured on the emulated board (resumable)")
@@ -203,8 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--board", default="stm32f746", help="target board (see `tvmp boards`)")
     p.add_argument("--trials", type=int, default=64, help="candidate schedules measured per kernel")
     p.add_argument("-o", "--output", required=True, help="records folder (existing records are reused)")
-    p.add_argument("--workers", type=int, default=2, help="candidates built and run at the same time")
+    p.add_argument("--workers", type=int, default=2,
+                   help="worker processes, each tuning one kernel (one kernel: threads measuring its candidates)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--codegen", choices=["c", "llvm"], default="c",
+                   help="c: kernels as C built by gcc; llvm: an object from TVM's LLVM backend for the board's CPU")
+    p.add_argument("--disable-pass", action="append", default=[], metavar="NAME",
+                   help="as for compile: tune the kernels `tvmp compile --disable-pass NAME` produces")
+    p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
+                   help="tune under the product of settings (keys: boards, codegen, trials); writes sweep.csv, "
+                        "sweep.json and sweep.png into the records folder")
     p.set_defaults(func=_cmd_tune)
 
     p = sub.add_parser("run", help="build a compiled folder for a board, run it in QEMU, check and measure it")

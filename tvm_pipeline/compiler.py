@@ -15,16 +15,15 @@ from pathlib import Path
 
 from schedules import bottleneck as bottleneck_schedule
 from tvm_pipeline import tvm_adapter
-from tvm_pipeline.arena import ArenaPlan, plan_arena
+from tvm_pipeline.arena import ArenaPlan
 from tvm_pipeline.board.boards import Board, load_board
 from tvm_pipeline.codegen import c_emitter
 from tvm_pipeline.errors import UserError
 from tvm_pipeline.frontend import load_model
-from tvm_pipeline.lowering.lower import lower_program
 from tvm_pipeline.lowering.program import Program
 from tvm_pipeline.passes import run_passes, stream_input
+from tvm_pipeline.tuning.apply import lower_tuned
 from tvm_pipeline.tuning.records import SHIPPED_RECORDS_DIR
-from tvm_pipeline.tuning.rule import RecordRule
 
 #: Stack and harness RAM kept free when checking that a model fits a board at compile time.
 STACK_RESERVE_BYTES = 4096
@@ -40,6 +39,9 @@ class CompileOptions:
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     tuning: Path | None = None  # tuning records folder (`tvmp tune -o`); None: the shipped schedules/records/
     input_mode: str = "ram"  # "stream": the input is read window by window (model_run_stream), never whole
+    codegen: str = "c"  # "llvm": kernels as one object built by TVM's LLVM backend for the board's CPU (kernels.o)
+    patch_stage: int | None = None  # patch-stage pass: last layer of the patched stage (None: searched)
+    patch_grid: tuple[int, int] | None = None  # patch-stage pass: rows x columns of patches (None: searched)
 
 
 @dataclass(frozen=True)
@@ -106,28 +108,23 @@ def compile_model(model_path: Path, out_dir: Path, options: CompileOptions = Com
     loaded = load_model(model_path, options.input_shapes)
     spec = loaded.input
     mod, notes = _input_mode(loaded.mod, options.input_mode)
-    mod, pass_notes = run_passes(mod, options.disabled_passes)
+    patching = {k: v for k, v in (("stage", options.patch_stage), ("grid", options.patch_grid)) if v is not None}
+    mod, pass_notes = run_passes(mod, options.disabled_passes, {"patch-stage": patching})
     notes += pass_notes
     fused = tvm_adapter.fuse(mod)
-    tuned = RecordRule(options.tuning or SHIPPED_RECORDS_DIR, board.name, "c")
-    program = lower_program(fused, rules=[bottleneck_schedule.rule, tuned])
-    arena = plan_arena(program, board.buffer_alignment, options.planner)
-    tuning_note = f"tuned schedules applied to {len(tuned.applied)} kernel(s) from {tuned.records_dir}"
-    if tuned.applied:  # tuning never grows the arena: keep the untuned schedules if it would
-        untuned = lower_program(fused, rules=[bottleneck_schedule.rule])
-        untuned_arena = plan_arena(untuned, board.buffer_alignment, options.planner)
-        if arena.layout.arena_bytes > untuned_arena.layout.arena_bytes:
-            tuning_note = (f"tuned schedules from {tuned.records_dir} not used: arena {arena.layout.arena_bytes:,} B "
-                           f"> untuned {untuned_arena.layout.arena_bytes:,} B")
-            program, arena = untuned, untuned_arena
-    program.notes.extend([*loaded.notes, *notes])
-    if tuned.applied:
-        program.notes.append(tuning_note)
+    # records applied where they match, never growing arena or stack; codegen "llvm" builds kernels.o
+    lowered = lower_tuned(fused, board, [bottleneck_schedule.rule], options.tuning or SHIPPED_RECORDS_DIR,
+                          options.codegen, options.planner)
+    program, arena = lowered.program, lowered.arena
+    program.notes.extend([*loaded.notes, *notes, *lowered.notes])
     _check_fits(board, arena.layout.arena_bytes, program.weight_bytes)
 
     source = model_path.name
     files: dict[str, str | bytes] = {}
     files.update(c_emitter.emit_kernels(program, source))
+    if lowered.kernel_object is not None:
+        del files["kernels.c"]
+        files["kernels.o"] = lowered.kernel_object
     files.update(c_emitter.emit_weights(program, source))
     files.update(c_emitter.emit_model(program, arena.layout, source))
     output = program.tensors[program.output]
@@ -143,6 +140,8 @@ def compile_model(model_path: Path, out_dir: Path, options: CompileOptions = Com
         "weight_bytes": program.weight_bytes,
         "disabled_passes": sorted(options.disabled_passes),
         "input_mode": options.input_mode,
+        "codegen": options.codegen,
+        "tuning": lowered.tuning,
         "notes": program.notes,
     }, indent=2) + "\n"
     files["memory.json"] = json.dumps(arena.to_json(program), indent=2) + "\n"

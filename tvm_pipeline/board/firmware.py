@@ -71,6 +71,7 @@ def build_firmware(model_dir: Path, board: Board, input: np.ndarray, build_dir: 
     the model; InternalError when the C does not compile.
     """
     interface, sources = _prepare(model_dir, input, build_dir)
+    sources += sorted(model_dir.glob("*.o"))  # kernels built by TVM's LLVM backend for the board (--codegen llvm)
     toolchain = find_arm_toolchain()
     elf = build_dir / "app.elf"
     command = [
@@ -101,6 +102,10 @@ def build_firmware(model_dir: Path, board: Board, input: np.ndarray, build_dir: 
 def build_host(model_dir: Path, input: np.ndarray, build_dir: Path) -> Firmware:
     """Compiles the model folder and the harness (-DTVMP_HOST) with the host gcc into `build_dir/app_host`."""
     interface, sources = _prepare(model_dir, input, build_dir)
+    objects = sorted(p.name for p in model_dir.glob("*.o"))
+    if objects:
+        raise UserError(f"{model_dir} holds {', '.join(objects)}, kernels built by LLVM for the board's CPU "
+                        "(--codegen llvm): run it on the board, or compile with --codegen c for the host")
     executable = build_dir / "app_host"
     command = [
         str(find_host_gcc()),

@@ -54,6 +54,9 @@ def create_project(model_dir: Path, project_dir: Path, options: ProjectOptions) 
     if project_dir == model_dir or project_dir in model_dir.parents:
         raise UserError(f"the project folder {project_dir} would hold or replace the compiled folder; choose another")
     meta, memory = model_metadata(model_dir)
+    if meta.get("codegen", "c") != "c":
+        raise UserError(f"{model_dir} was compiled with --codegen {meta['codegen']} (kernels.o for one CPU); "
+                        "projects are generated from C sources: compile it with --codegen c")
     board = load_board(options.board or meta["board"])
     platform_board = options.platform_board or platform.platform_board(board)
     x = load_input(model_dir, options.input)

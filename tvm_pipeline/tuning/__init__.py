@@ -1,2 +1,3 @@
-"""Kernel tuning measured on the (emulated) board: search (`tuner`), records (`records`), compile-time rule (`rule`),
-whole-model driver (`model`)."""
+"""Kernel tuning measured on the (emulated) board: one kernel's search (`tuner`, measured by `measure`), records
+(`records`), the whole-model driver (`model`), the per-model stack allowance checked on the board (`allowance`),
+applying records at compile time (`rule`, `apply`), and settings sweeps (`sweep`)."""

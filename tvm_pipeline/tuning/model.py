@@ -1,8 +1,27 @@
-"""`tune_model`: tune every distinct kernel of a model for one board, resumably (records already in `out_dir` are
-kept and their kernels skipped)."""
+"""`tune_model`: tune every distinct kernel of a model for one board and code generator, resumably (records already
+in `out_dir` are kept and their kernels skipped), spread over local worker processes.
+
+Four phases, so that tuning never raises the model's measured peak SRAM (see `allowance`):
+0. compile the model untuned and run it on the board: its peak SRAM and stack;
+1. measure every kernel untuned (instructions, output, the stack of the kernel call itself, the call depth);
+2. tune each kernel with workspace budget = arena bytes free at its steps (the arena cannot grow), stack budget =
+   the model's untuned stack peak less the depth of model_run's kernel calls (so the peak cannot rise), and at most
+   as many call arguments as the widest untuned call (no new stacked argument);
+3. compile the model with the new records and run it: if peak SRAM rose or the output left the tolerance, lower the
+   model's stack allowance until it does not; the verified allowance is written beside the records.
+
+Workers: with `workers` > 1 and several kernels to tune, each kernel is tuned in its own process
+(`ProcessPoolExecutor`, spawn: every worker imports TVM once and runs a whole search, lowering included); a single
+kernel, or `workers` == 1, is tuned in this process with `workers` threads measuring a batch at once. A `runner` passed
+in (a serial board: one device, not shareable) always runs in this process, one candidate at a time.
+"""
 
 from __future__ import annotations
 
+import multiprocessing
+import tempfile
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -11,23 +30,38 @@ from schedules import bottleneck as bottleneck_schedule
 from tvm_pipeline import tuning_adapter, tvm_adapter
 from tvm_pipeline.arena import plan_arena
 from tvm_pipeline.board.boards import Board, load_board
-from tvm_pipeline.lowering.lower import lower_program
+from tvm_pipeline.board.runner import QemuRunner, Runner
 from tvm_pipeline.frontend import load_model
+from tvm_pipeline.lowering.lower import lower_program
 from tvm_pipeline.passes import run_passes
 from tvm_pipeline.tuning.records import TuningRecord, load_record, save_record
-from tvm_pipeline.tuning.tuner import KernelTuner
+from tvm_pipeline.tuning import allowance as model_allowance
+from tvm_pipeline.tuning.tuner import CANDIDATE_TIMEOUT_S, Baseline, KernelTuner, call_args, measure_untuned
 
 
-def model_kernels(model_path: Path, board: Board, input_shapes: dict | None = None):
-    """(tir_name, PrimFunc, workspace budget) of each distinct kernel of the model, as `tvmp compile` lowers them.
+#: Schedule rules `tvmp compile` runs before the tuning records: the kernels they handle are not tuned.
+FIXED_RULES = (bottleneck_schedule.rule,)
+
+
+def model_kernels(model_path: Path, board: Board, input_shapes: dict | None = None,
+                  disabled_passes: frozenset[str] = frozenset()):
+    """(tir_name, PrimFunc, workspace budget) of each distinct tunable kernel of the model, as `tvmp compile` lowers
+    them (kernels a fixed rule schedules, such as reordered bottlenecks, are left out).
 
     The budget is the scratch a kernel may use without growing the untuned plan's arena: the arena size minus the
     bytes of the tensors live at its call (the fewest free bytes over all its calls), rounded down to the alignment.
     """
+    return _untuned_model(model_path, board, input_shapes, disabled_passes)[0]
+
+
+def _untuned_model(model_path: Path, board: Board, input_shapes: dict | None = None,
+                   disabled_passes: frozenset[str] = frozenset()):
+    """`model_kernels`, the most arguments of any kernel call of the untuned model (tensors + workspace), and the
+    model's digest (see `allowance.model_digest`)."""
     loaded = load_model(Path(model_path), input_shapes or {})
-    mod, _ = run_passes(loaded.mod, frozenset())
+    mod, _ = run_passes(loaded.mod, disabled_passes)
     fused = tvm_adapter.fuse(mod)
-    program = lower_program(fused, rules=[bottleneck_schedule.rule])
+    program = lower_program(fused, rules=list(FIXED_RULES))
     layout = plan_arena(program, board.buffer_alignment).layout
     position = {index: p for p, index in enumerate(layout.order)}
     first = {program.input: -1}
@@ -38,44 +72,146 @@ def model_kernels(model_path: Path, board: Board, input_shapes: dict | None = No
             last[name] = max(last.get(name, -1), position[index])
     budgets: dict[str, int] = {}
     for index, step in enumerate(program.steps):
+        if step.kernel not in program.kernels:  # an input window read by the firmware: no kernel
+            continue
         p = position[index]
         live = sum(t.nbytes for name, t in program.tensors.items() if first.get(name, p + 1) <= p <= last.get(name, p))
-        free = (layout.arena_bytes - live) // board.buffer_alignment * board.buffer_alignment
+        free = max((layout.arena_bytes - live) // board.buffer_alignment * board.buffer_alignment, 0)
         tir_name = program.kernels[step.kernel].tir_name
-        budgets[tir_name] = min(budgets.get(tir_name, free), max(free, 0))
-    names = dict.fromkeys(b.func_name for b in tvm_adapter.main_bindings(fused).bindings if b.func_name)
-    return [(name, tvm_adapter.prim_func(fused, name), budgets.get(name, 0)) for name in names]
+        budgets[tir_name] = min(budgets.get(tir_name, free), free)
+    fixed = {n for n in budgets if any(rule(tvm_adapter.new_schedule(tvm_adapter.prim_func(fused, n)), n)
+                                       for rule in FIXED_RULES)}
+    kernels = [(name, tvm_adapter.prim_func(fused, name), budget) for name, budget in budgets.items()
+               if name not in fixed]
+    widest = max((call_args(k) for k in program.kernels.values()), default=0)
+    return kernels, widest, model_allowance.model_digest(fused)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One kernel's search, as a worker process receives it (everything picklable)."""
+
+    func: object  # PrimFunc (TVM objects pickle through their JSON)
+    tir_name: str
+    board: str
+    codegen: str
+    trials: int
+    seed: int
+    workspace_budget: int
+    call_args_budget: int
+    out_dir: Path
+
+
+def _measure(job: _Job, runner: Runner | None) -> Baseline:
+    with tempfile.TemporaryDirectory(prefix="tvmp-untuned-") as folder:
+        return measure_untuned(job.func, job.tir_name, load_board(job.board), job.codegen,
+                               runner or QemuRunner(timeout_s=CANDIDATE_TIMEOUT_S), Path(folder), job.seed)
+
+
+def _tune(job: _Job, baseline: Baseline, stack_budget: int, threads: int = 1,
+          runner: Runner | None = None) -> TuningRecord:
+    """Tunes one kernel and writes its record at once (so a stopped run resumes after the last finished kernel).
+    Module level, so that a spawned worker process can run it."""
+    tuner = KernelTuner(job.func, job.tir_name, load_board(job.board), runner=runner, workers=threads,
+                        codegen=job.codegen, seed=job.seed, workspace_budget=job.workspace_budget,
+                        stack_budget=stack_budget, call_args_budget=job.call_args_budget, baseline=baseline)
+    record = tuner.tune(job.trials)
+    save_record(job.out_dir, record)
+    return record
+
+
+def _tune_all(jobs: list[_Job], baselines: dict[str, Baseline], stack_budget: int, workers: int,
+              runner: Runner | None, bar: tqdm) -> list[TuningRecord]:
+    """Tunes every job: in `workers` processes when there are several, else here with `workers` threads."""
+    def done(record: TuningRecord) -> None:
+        bar.set_postfix_str(f"{record.tir_name[:32]} {record.speedup:.2f}x")
+        bar.update(1)
+
+    records = []
+    if runner is not None or workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            records.append(_tune(job, baselines[job.tir_name], stack_budget, 1 if runner else workers, runner))
+            done(records[-1])
+        return records
+    context = multiprocessing.get_context("spawn")  # TVM's thread pools do not survive a fork
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+        futures = [pool.submit(_tune, job, baselines[job.tir_name], stack_budget) for job in jobs]
+        for future in as_completed(futures):
+            records.append(future.result())
+            done(records[-1])
+    return records
+
+
+@dataclass(frozen=True)
+class ModelTuning:
+    """What `tune_model` leaves: one record per distinct kernel (old or new), and the model's verified allowance
+    (with its untuned and tuned instructions per inference and peak SRAM, measured on the board)."""
+
+    records: list[TuningRecord]
+    allowance: model_allowance.ModelAllowance | None
 
 
 def tune_model(model_path: Path, board_name: str, trials: int, out_dir: Path, workers: int = 2,
-               codegen: str = "c", seed: int = 0, progress: bool = True) -> list[TuningRecord]:
-    """Tune each distinct kernel with `trials` candidates; returns one record per kernel (old or new)."""
+               codegen: str = "c", seed: int = 0, progress: bool = True,
+               runner: Runner | None = None, disabled_passes: frozenset[str] = frozenset()) -> ModelTuning:
+    """Tune each distinct kernel with `trials` candidates.
+
+    The model's verified stack allowance is written beside the records (`allowance`); `runner` (default: QEMU)
+    measures the kernels, while the model-level checks always run on QEMU. `disabled_passes` must be what
+    `tvmp compile --disable-pass` will be given: the kernels are the ones that compile produces.
+    """
     board = load_board(board_name)
-    kernels = model_kernels(model_path, board)
+    kernels, widest, digest = _untuned_model(model_path, board, None, disabled_passes)
+    out_dir = Path(out_dir)
     records: dict[str, TuningRecord] = {}
-    bar = tqdm(kernels, desc="tuning kernels", unit="kernel", disable=not progress)
-    for tir_name, func, budget in bar:
-        key = tuning_adapter.kernel_key(func)
-        bar.set_postfix_str(tir_name[:40])
-        if key in records:
-            continue
+    jobs: dict[str, _Job] = {}
+    queued: set[str] = set()
+    keys = [tuning_adapter.kernel_key(func) for _, func, _ in kernels]
+    for key, (tir_name, func, budget) in zip(keys, kernels):
         record = load_record(out_dir, board.name, codegen, key)
-        if record is None:
-            tuner = KernelTuner(func, tir_name, board, workers=workers, codegen=codegen, seed=seed,
-                                workspace_budget=budget)
-            record = tuner.tune(trials)
-            save_record(out_dir, record)
-        records[key] = record
-    return list(records.values())
+        if record is not None and record.untuned_stack_bytes is not None:  # older records lack the kernel stack
+            records[key] = record
+        elif key not in queued:  # the same kernel under another name is tuned once
+            queued.add(key)
+            jobs[tir_name] = _Job(func, tir_name, board.name, codegen, trials, seed, budget, widest, out_dir)
+    order = {key: i for i, key in enumerate(keys)}
+    allowance = model_allowance.load_allowance(out_dir, board.name, codegen, digest)
+    if not jobs and allowance is not None:  # everything was done by an earlier run
+        return ModelTuning(sorted(records.values(), key=lambda r: order[r.key]), allowance)
+    bar = tqdm(total=len(jobs), desc=f"tuning {len(jobs)} kernel(s) on {board.name}/{codegen}", unit="kernel",
+               disable=not progress)
+    with bar, tempfile.TemporaryDirectory(prefix="tvmp-no-records-") as no_records:
+        bar.set_postfix_str("untuned model on the board")
+        untuned, _ = model_allowance.measure_model(model_path, board.name, codegen, Path(no_records),
+                                                   disabled_passes)
+        bar.set_postfix_str("untuned kernels on the board")
+        with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
+            baselines = dict(zip(jobs, pool.map(lambda job: _measure(job, runner), jobs.values())))
+        own = [b.run.stack_bytes or 0 for b in baselines.values()]
+        own += [r.untuned_stack_bytes for r in records.values()]
+        conservative = max(own, default=0)
+        # the model's untuned stack peak less the depth of model_run's calls (estimated from the one-kernel firmwares)
+        depth = max((b.run.call_depth_bytes for b in baselines.values()), default=0)
+        stack_budget = max(conservative, (untuned.stack_peak_bytes or 0) - depth) if depth else conservative
+        for record in _tune_all(list(jobs.values()), baselines, stack_budget, workers, runner, bar):
+            records[record.key] = record
+        bar.set_postfix_str("tuned model on the board")
+        allowance = model_allowance.ModelAllowance(
+            digest, Path(model_path).name, stack_budget, untuned.stack_peak_bytes, untuned.peak_sram_bytes,
+            untuned_instructions=untuned.instructions)
+        model_allowance.verify(model_path, board.name, codegen, out_dir, allowance, conservative,
+                               disabled_passes=disabled_passes)
+    return ModelTuning(sorted(records.values(), key=lambda r: order.get(r.key, len(order))), allowance)
 
 
 def format_records(records: list[TuningRecord]) -> str:
-    """A table: kernel, instructions untuned -> tuned, speedup, failed candidates."""
-    rows = [f"{'kernel':<48}{'untuned':>12}{'tuned':>12}{'speedup':>9}{'failed':>8}"]
+    """A table: kernel, instructions untuned -> tuned, speedup, kernel stack, failed candidates."""
+    rows = [f"{'kernel':<44}{'untuned':>12}{'tuned':>12}{'speedup':>9}{'stack B':>12}{'failed':>10}"]
     for r in records:
-        rows.append(f"{r.tir_name[:47]:<48}{r.untuned_instructions:>12,}{r.tuned_instructions:>12,}"
-                    f"{r.speedup:>8.2f}x{len(r.failed):>5}/{r.trials}")
+        stack = f"{r.untuned_stack_bytes}->{r.stack_bytes}"
+        rows.append(f"{r.tir_name[:43]:<44}{r.untuned_instructions:>12,}{r.tuned_instructions:>12,}"
+                    f"{r.speedup:>8.2f}x{stack:>12}{len(r.failed):>6}/{r.trials}")
     total_u = sum(r.untuned_instructions for r in records)
     total_t = sum(r.tuned_instructions for r in records)
-    rows.append(f"{'total (one call each)':<48}{total_u:>12,}{total_t:>12,}{total_u / max(total_t, 1):>8.2f}x")
+    rows.append(f"{'total (one call each)':<44}{total_u:>12,}{total_t:>12,}{total_u / max(total_t, 1):>8.2f}x")
     return "\n".join(rows)

@@ -31,6 +31,12 @@ class TuningRecord:
     trace: list | None  # MetaSchedule trace as JSON; None: keep the untuned schedule
     workspace_budget: int = 0  # the most scratch the tuned schedule was allowed (free arena bytes at its steps)
     failed: list[dict] = field(default_factory=list)  # {"index", "reason"} per failed or rejected candidate
+    # Stack the kernel call itself uses on the board (see `measure`), untuned and tuned, and the most it was allowed:
+    # the deepest untuned kernel of the model it was tuned in, so the model's peak stack cannot rise. None: a record
+    # from before stack was measured per kernel; such records are not applied.
+    untuned_stack_bytes: int | None = None
+    stack_bytes: int | None = None
+    stack_budget: int | None = None
 
     @property
     def speedup(self) -> float:

@@ -1,0 +1,148 @@
+"""Benchmark the memory passes on MobileNetV2: peak SRAM and instructions measured on the emulated board.
+
+For each model (seeded random weights: memory and speed do not depend on their values) and each pass set
+(none, reorder-bottleneck, reorder-bottleneck + patch-stage), run exactly what a user runs:
+
+    tvmp compile MODEL.onnx --board generic-m7 -o OUT [--disable-pass ...]
+    tvmp run OUT --json
+
+and print one table row with the figures `tvmp run` measured (peak SRAM = static RAM + painted-stack high-water
+mark, instructions = SysTick ticks x instructions per tick under `qemu -icount`), and the planner's arena. A build
+the board cannot hold is not run; its row gives the planner's arena (same passes, lowering and planner, no board)
+and the reason. Targets (issue #3): peak SRAM with both passes >= 4x lower than without; instructions <= 1.3x.
+
+    .venv/bin/python bench/passes_bench.py [--models w0.35@144,w1.0@224] [--board NAME] [--out DIR]
+
+Float32 models (int8 ones once the int8 path lands). The classifier head has 10 classes: with 1000, the float weights
+of MobileNetV2-0.35 alone (6.7 MB) exceed generic-m7's 4 MB of flash. No real part holds either model without the
+passes, so they run on generic-m7 (4 MB + 4 MB) and generic-m7-16mb (QEMU's 16 MB RAM: 10 MB "flash", 6 MB RAM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TVMP = str(REPO / ".venv" / "bin" / "tvmp")
+#: name -> (width, resolution, board). generic-m7 holds MobileNetV2-0.35 without the passes (no real part does);
+#: MobileNetV2-1.0 needs generic-m7-16mb: 8.9 MB of float weights, and 6 MB of arena without the passes.
+MODELS = {"w0.35@144": (0.35, 144, "generic-m7"), "w1.0@224": (1.0, 224, "generic-m7-16mb")}
+CLASSES = 10
+PASS_SETS = {"none": ["reorder-bottleneck", "patch-stage"], "reorder": ["patch-stage"], "reorder+patch": []}
+
+
+def export(width: float, resolution: int, path: Path) -> None:
+    """MobileNetV2 (torchvision's layout, BN folded by the exporter) with seeded random weights, as ONNX."""
+    from tvm_pipeline.models.export import export_onnx
+    from tvm_pipeline.models.init import randomize_weights_
+    from tvm_pipeline.models.mobilenetv2 import MobileNetV2
+
+    model = randomize_weights_(MobileNetV2(width_mult=width, resolution=resolution, num_classes=CLASSES), 0).eval()
+    export_onnx(model, model.input_shape, path)
+
+
+def planned_arena(path: Path, disabled: list[str]) -> int:
+    """The arena the compiler plans for these passes (for builds no board can hold)."""
+    from schedules import bottleneck
+    from tvm_pipeline import tvm_adapter
+    from tvm_pipeline.arena import plan_arena
+    from tvm_pipeline.frontend import load_model
+    from tvm_pipeline.lowering.lower import lower_program
+    from tvm_pipeline.passes import run_passes
+
+    mod, _ = run_passes(load_model(path, {}).mod, frozenset(disabled))
+    return plan_arena(lower_program(tvm_adapter.fuse(mod), rules=[bottleneck.rule]), 16).layout.arena_bytes
+
+
+def measure(path: Path, out: Path, board: str, disabled: list[str]) -> dict:
+    """Compile and run one configuration; the row's figures."""
+    command = [TVMP, "compile", str(path), "--board", board, "-o", str(out)]
+    for name in disabled:
+        command += ["--disable-pass", name]
+    start = time.monotonic()
+    compiled = subprocess.run(command, capture_output=True, text=True)
+    row = {"compile_s": time.monotonic() - start, "command": " ".join(command[1:])}
+    if compiled.returncode != 0:
+        row.update(error=compiled.stderr.strip().splitlines()[-1], arena=planned_arena(path, disabled))
+        return row
+    notes = json.loads((out / "model.json").read_text())["notes"]
+    row["patch_note"] = next((n for n in notes if n.startswith("patch-stage: layers")), "")
+    row["arena"] = json.loads((out / "memory.json").read_text())["arena_bytes"]
+    ran = subprocess.run([TVMP, "run", str(out), "--json", "--timeout", "1200"], capture_output=True, text=True)
+    if ran.returncode not in (0, 1):
+        row["error"] = (ran.stderr.strip().splitlines() or ["tvmp run failed"])[-1]
+        return row
+    row.update(json.loads(ran.stdout.strip().splitlines()[-1]))
+    return row
+
+
+def table(rows: list[tuple[str, str, dict]]) -> str:
+    header = ["model (float32)", "board", "passes", "peak SRAM (measured)", "vs none", "arena (planned)",
+              "instructions", "vs none", "max rel err", "compile"]
+    lines, base = [], {}
+    for model, passes, row in rows:
+        if passes == "none":
+            base = row
+        peak, instr = row.get("peak_sram_bytes"), row.get("instructions")
+        lines.append([
+            model, row["board_name"], passes,
+            f"{peak:,} B" if peak else "does not fit",
+            f"{base['peak_sram_bytes'] / peak:.2f}x lower" if peak and base.get("peak_sram_bytes") and row is not base
+            else "",
+            f"{row['arena']:,} B",
+            f"{instr:,}" if instr else "-",
+            f"{instr / base['instructions']:.3f}x" if instr and base.get("instructions") and row is not base else "",
+            f"{row['max_rel_error']:.1e}" if "max_rel_error" in row else "-",
+            f"{row['compile_s']:.0f} s",
+        ])
+    widths = [max(len(str(r[i])) for r in [header, *lines]) for i in range(len(header))]
+    fmt = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    return "\n".join([fmt(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, lines)])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {list(MODELS)}")
+    parser.add_argument("--board", help="run every model on this board (default: each model's, see MODELS)")
+    parser.add_argument("--out", default=str(REPO / "build" / "passes_bench"))
+    args = parser.parse_args()
+    root = Path(args.out)
+    root.mkdir(parents=True, exist_ok=True)
+    rows, notes = [], []
+    for name in args.models.split(","):
+        width, resolution, board = MODELS[name]
+        board = args.board or board
+        path = root / f"mobilenetv2_{name.replace('@', '_')}.onnx"
+        if not path.exists():
+            export(width, resolution, path)
+        for passes, disabled in PASS_SETS.items():
+            row = measure(path, root / f"{path.stem}_{passes.replace('+', '_')}", board, disabled)
+            rows.append((f"MobileNetV2 {name}", passes, {**row, "board_name": board}))
+            print(f"{name} {passes}: {json.dumps({k: v for k, v in row.items() if k != 'patch_note'})}",
+                  file=sys.stderr, flush=True)
+            if row.get("error"):
+                notes.append(f"{name}, {passes}: {row['error']}")
+            if row.get("patch_note"):
+                notes.append(f"{name}, {passes}: {row['patch_note']}")
+    print(table(rows))
+    print()
+    for model in dict.fromkeys(r[0] for r in rows):
+        base, both = (next(r[2] for r in rows if r[0] == model and r[1] == p) for p in ("none", "reorder+patch"))
+        if base.get("peak_sram_bytes") and both.get("peak_sram_bytes"):
+            ratio = base["peak_sram_bytes"] / both["peak_sram_bytes"]
+            slower = both["instructions"] / base["instructions"]
+            print(f"{model}: peak SRAM {ratio:.2f}x lower (target >= 4x: {'met' if ratio >= 4 else 'NOT met'}), "
+                  f"instructions {slower:.3f}x (target <= 1.3x: {'met' if slower <= 1.3 else 'NOT met'})")
+        else:
+            print(f"{model}: targets not measurable on {both['board_name']} (see the notes)")
+    print("\n".join(["", "notes:", *(f"  {n}" for n in notes)]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

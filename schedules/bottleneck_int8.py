@@ -1,0 +1,173 @@
+"""The int8 reordered bottleneck kernel: three fold-qdq QConv2d kernels (1x1 expand, KxK depthwise, 1x1 projection,
+the residual add in the projection's epilogue or not) as ONE kernel computing exactly the same integers.
+
+`kernel(spec)` writes the block as TE stages over whole tensors, with the block names of schedules/bottleneck.py:
+
+    expand[c, y, x]        = sum_i int32(x[i, y, x]) * int32(w_expand[c, i])                         (int32)
+    padded[c, y, x]        = requant_e(expand + b_expand[c]) inside, dw input zero point on the padding  (int8)
+    depthwise[c, y, x]     = sum_ky,kx int32(padded[c, y*s + ky, x*s + kx]) * int32(w_dw[c, ky, kx])  (int32)
+    depthwise_act[c, y, x] = requant_dw(depthwise + b_dw[c])                                          (int8)
+    project[o, y, x]       = sum_c int32(depthwise_act[c, y, x]) * int32(w_proj[o, c])                (int32)
+    out[0, o, y, x]        = requant_p(project + b_proj[o])  [then the fused residual add with x[0, o, y, x]]
+
+Each requantization is the one schedules/int8.py emits for QConv2d (`_requantize`, `_add`), with the same
+multipliers, shifts, zero points and clamp bounds, and every bias already holds `-zp * sum(w)` (int8_ops.QConv2d).
+Integer sums do not depend on their order, so any loop order gives the same integers as the unfused kernels.
+
+The schedule is the float one (`schedules.bottleneck.apply`): the kernel name starts with
+`schedules.bottleneck.KERNEL_PREFIX`, so `bottleneck.rule` picks it. The expanded-channel loop goes outermost; what
+remains is one padded int8 plane (scratch) and the int32 projection accumulator `project` (4 x C_out x H_o x W_o
+bytes, in the kernel's workspace, which the arena planner places).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from tvm import te, tirx
+
+from schedules.bottleneck import KERNEL_PREFIX as FLOAT_PREFIX
+from schedules.int8 import _add, _requantize
+from tvm_pipeline.int8_ops import Fold, QAdd, QConv2d
+
+#: Name of the kernels the reorder-bottleneck-int8 pass creates (bottleneck.rule schedules them by this prefix).
+KERNEL_PREFIX = f"{FLOAT_PREFIX}_int8"
+
+#: PrimFunc attribute fold-qdq puts on each QConv2d kernel: the conv's non-array parameters (JSON, see `conv_attr`).
+CONV_ATTR = "tvmp.int8_conv"
+
+
+def conv_attr(fold: Fold) -> tuple[str, str]:
+    """(CONV_ATTR, JSON) for a QConv2d fold: what a later pass needs besides the kernel's constant arguments.
+
+    Everything in it is also baked into the kernel's TIR (the input zero point only matters, and is only given,
+    when the conv pads), so the attribute does not make equal kernels different.
+    """
+    op = fold.op
+    assert isinstance(op, QConv2d)
+    residual = None if op.residual is None else [int(v) for v in op.residual.__dict__.values()]
+    data = {"weight_shape": [int(d) for d in op.weight.shape], "strides": list(op.strides),
+            "padding": list(op.padding), "dilation": list(op.dilation), "groups": op.groups,
+            "input_zero_point": op.input_zero_point if any(op.padding) else None,
+            "requant": [op.requant.zero_point, op.requant.lo, op.requant.hi], "residual": residual,
+            "views": bool(fold.out_views) or any(s.views for s in fold.sources)}
+    return CONV_ATTR, json.dumps(data)
+
+
+@dataclass(frozen=True)
+class ConvInfo:
+    """A QConv2d kernel as read back from its CONV_ATTR."""
+
+    weight_shape: tuple[int, ...]
+    strides: tuple[int, int]
+    padding: tuple[int, int, int, int]
+    dilation: tuple[int, int]
+    groups: int
+    input_zero_point: int | None
+    requant: tuple[int, int, int]  # zero point, lo, hi
+    residual: tuple[int, ...] | None  # QAdd fields
+    views: bool
+
+    @staticmethod
+    def of(func) -> ConvInfo | None:
+        attrs = getattr(func, "attrs", None)
+        if attrs is None or CONV_ATTR not in attrs:
+            return None
+        d = json.loads(str(attrs[CONV_ATTR]))
+        return ConvInfo(tuple(d["weight_shape"]), tuple(d["strides"]), tuple(d["padding"]), tuple(d["dilation"]),
+                        d["groups"], d["input_zero_point"], tuple(d["requant"]),
+                        None if d["residual"] is None else tuple(d["residual"]), d["views"])
+
+
+@dataclass(frozen=True)
+class _Requant:  # what schedules.int8._requantize reads of a Requant
+    zero_point: int
+    lo: int
+    hi: int
+
+
+@dataclass(frozen=True)
+class Int8BottleneckSpec:
+    """Shapes and integer parameters (besides the constant arrays) of one int8 inverted residual with expansion."""
+
+    in_channels: int
+    expand_channels: int
+    out_channels: int
+    height: int
+    width: int
+    kernel: int
+    stride: int
+    padding: tuple[int, int, int, int]
+    dw_input_zero_point: int  # what the depthwise's padding reads
+    expand_requant: tuple[int, int, int]
+    dw_requant: tuple[int, int, int]
+    proj_requant: tuple[int, int, int]
+    residual: tuple[int, ...] | None  # QAdd fields (the projection is operand a, x operand b)
+
+    @property
+    def out_height(self) -> int:
+        return (self.height + self.padding[0] + self.padding[2] - self.kernel) // self.stride + 1
+
+    @property
+    def out_width(self) -> int:
+        return (self.width + self.padding[1] + self.padding[3] - self.kernel) // self.stride + 1
+
+
+def scratch_bytes(spec: Int8BottleneckSpec) -> int:
+    """Workspace of the scheduled kernel: the int32 projection accumulator and one padded int8 plane (16-B aligned,
+    like tvm_adapter's workspace slices)."""
+    top, left, bottom, right = spec.padding
+    plane = (spec.height + top + bottom) * (spec.width + left + right)
+    acc = 4 * spec.out_channels * spec.out_height * spec.out_width
+    return (acc + 15) // 16 * 16 + (plane + 15) // 16 * 16
+
+
+def kernel(spec: Int8BottleneckSpec):
+    """The PrimFunc `f(x, w_e, b_e, m_e, s_e, w_dw, b_dw, m_dw, s_dw, w_p, b_p, m_p, s_p, out)`, op_pattern opaque.
+
+    Multipliers and shifts are per channel (the pass broadcasts per-tensor ones).
+    """
+    cin, hidden, cout, h, w, k, s = (spec.in_channels, spec.expand_channels, spec.out_channels, spec.height,
+                                     spec.width, spec.kernel, spec.stride)
+    ho, wo, (pt, pl, pb, pr) = spec.out_height, spec.out_width, spec.padding
+    x = te.placeholder((1, cin, h, w), "int8", name="x")
+    params = [x]
+
+    def consts(prefix: str, channels: int, weight_shape: tuple[int, ...]):
+        group = (te.placeholder(weight_shape, "int8", name=f"w_{prefix}"),
+                 *(te.placeholder((channels,), "int32", name=f"{n}_{prefix}") for n in ("b", "m", "s")))
+        params.extend(group)
+        return group
+
+    w_e, b_e, m_e, s_e = consts("expand", hidden, (hidden, cin))
+    w_d, b_d, m_d, s_d = consts("dw", hidden, (hidden, k, k))
+    w_p, b_p, m_p, s_p = consts("proj", cout, (cout, hidden))
+
+    i = te.reduce_axis((0, cin), "i")
+    expand = te.compute((hidden, h, w), lambda c, y, xx: te.sum(
+        x[0, i, y, xx].astype("int32") * w_e[c, i].astype("int32"), axis=i), name="expand")
+
+    def padded_value(c, y, xx):
+        inside = tirx.all(pt <= y, y < h + pt, pl <= xx, xx < w + pl)
+        value = _requantize(expand[c, y - pt, xx - pl] + b_e[c], m_e[c], s_e[c], _Requant(*spec.expand_requant))
+        return tirx.if_then_else(inside, value, tirx.const(spec.dw_input_zero_point, "int8"))
+
+    padded = te.compute((hidden, h + pt + pb, w + pl + pr), padded_value, name="padded")
+    ky, kx = te.reduce_axis((0, k), "ky"), te.reduce_axis((0, k), "kx")
+    depthwise = te.compute((hidden, ho, wo), lambda c, y, xx: te.sum(
+        padded[c, y * s + ky, xx * s + kx].astype("int32") * w_d[c, ky, kx].astype("int32"), axis=[ky, kx]),
+        name="depthwise")
+    depthwise_act = te.compute((hidden, ho, wo), lambda c, y, xx: _requantize(
+        depthwise[c, y, xx] + b_d[c], m_d[c], s_d[c], _Requant(*spec.dw_requant)), name="depthwise_act")
+    rc = te.reduce_axis((0, hidden), "rc")
+    project = te.compute((cout, ho, wo), lambda o, y, xx: te.sum(
+        depthwise_act[rc, y, xx].astype("int32") * w_p[o, rc].astype("int32"), axis=rc), name="project")
+
+    def epilogue(b, o, y, xx):
+        conv = _requantize(project[o, y, xx] + b_p[o], m_p[o], s_p[o], _Requant(*spec.proj_requant))
+        return conv if spec.residual is None else _add(QAdd(*spec.residual), conv, x[b, o, y, xx])
+
+    out = te.compute((1, cout, ho, wo), epilogue, name="requantize")
+    func = te.create_prim_func([*params, out], index_dtype_override="int64")
+    return func.with_attr("op_pattern", 8)  # 8 = kOpaque: FuseOps leaves the kernel alone
