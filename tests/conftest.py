@@ -67,3 +67,14 @@ def int8_onnx(zoo_onnx, tmp_path_factory):
         return cache[name]
 
     return get
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run torch on one thread: on this 2-core machine, shared with other work, two contended threads are slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

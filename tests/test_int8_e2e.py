@@ -9,7 +9,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 
 from tvm_pipeline.board.boards import load_board

@@ -20,13 +20,7 @@ LARGE = {"mobilenetv2_w035_144", "mobilenetv2_w10_224", "mobilenetv2_baseline"}
 INFERENCE_OPS = {"Conv", "Relu", "Clip", "Constant", "Add", "Slice", "Concat", "GlobalAveragePool", "Flatten", "Gemm"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The larger models run several times faster on one torch thread than on two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def export_and_compare(name: str, tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ import json
 
 import numpy as np
 import pytest
-import tvm
 
 from tvm_pipeline.board.boards import load_board
 from tvm_pipeline.errors import UserError

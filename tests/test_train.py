@@ -23,13 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 QUICK = "--model tiny --data shapes --train-size 48 --val-size 16 --batch-size 16 --workers 0 --threads 1".split()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models train faster on one thread, and the machine may be shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_training_steps_lower_the_loss() -> None:

@@ -15,7 +15,6 @@ from tvm_pipeline.board.boards import load_board
 from tvm_pipeline.board.runner import QemuRunner, RunError
 from tvm_pipeline.compiler import CompileOptions, compile_model
 from tvm_pipeline.evaluate import evaluate
-from tvm_pipeline.report import memory_report
 from tvm_pipeline.tuning.measure import STACK_PAD_BYTES, build_kernel, run_kernel
 from tvm_pipeline.tuning.model import model_kernels
 from tvm_pipeline.tuning.records import load_record, save_record

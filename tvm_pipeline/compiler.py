@@ -7,14 +7,12 @@ frontend (validate, fix shapes, import) -> passes (Relax) -> fuse -> lowering (k
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from schedules import bottleneck as bottleneck_schedule
 from tvm_pipeline import tvm_adapter
+from tvm_pipeline.atomic_folder import replace_folder
 from tvm_pipeline.arena import ArenaPlan
 from tvm_pipeline.board.boards import Board, load_board
 from tvm_pipeline.codegen import c_emitter
@@ -67,28 +65,6 @@ def _check_fits(board: Board, arena_bytes: int, weight_bytes: int) -> None:
             f"the model does not fit {board.name}'s flash: its weights alone need {weight_bytes:,} B but the board "
             f"has {board.flash.size:,} B."
         )
-
-
-def _write_atomically(out_dir: Path, files: dict[str, str | bytes]) -> None:
-    """Write every file into a temp folder beside `out_dir`, then swap it in: never a half-written folder."""
-    out_dir = out_dir.resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        for name, content in files.items():
-            mode = "wb" if isinstance(content, bytes) else "w"
-            with open(tmp / name, mode) as f:
-                f.write(content)
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
-            os.replace(out_dir, old / "x")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def _input_mode(mod, mode: str):
@@ -146,5 +122,5 @@ def compile_model(model_path: Path, out_dir: Path, options: CompileOptions = Com
     }, indent=2) + "\n"
     files["memory.json"] = json.dumps(arena.to_json(program), indent=2) + "\n"
     files[loaded.reference_file] = loaded.reference_bytes or model_path.read_bytes()
-    _write_atomically(Path(out_dir), files)
+    replace_folder(Path(out_dir), files)
     return CompileResult(Path(out_dir), program, arena, board)

@@ -5,14 +5,12 @@ manifest (`project.json`), and writing the folder atomically (temp dir beside it
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tvm_pipeline.atomic_folder import replace_folder
 from tvm_pipeline.board.boards import Board
 from tvm_pipeline.errors import InternalError, UserError
 
@@ -146,25 +144,9 @@ def write_atomically(project_dir: Path, files: Files, check: Callable[[Path], No
     """Writes `files` into a temp folder beside `project_dir`, runs `check` on it, then moves it in place (replacing
     an existing folder only when `force`): a reader never sees a half-written project."""
     project_dir = project_dir.resolve()
-    project_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{project_dir.name}.", dir=project_dir.parent))
-    try:
-        for relative, content in files.items():
-            path = tmp / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, bytes):
-                path.write_bytes(content)
-            else:
-                path.write_text(content)
-        check(tmp)
+
+    def before_swap(folder: Path) -> None:
+        check(folder)
         refuse_existing(project_dir, force)
-        if project_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{project_dir.name}.old.", dir=project_dir.parent))
-            os.replace(project_dir, old / "previous")
-            os.replace(tmp, project_dir)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, project_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+
+    replace_folder(project_dir, files, before_swap)
