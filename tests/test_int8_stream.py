@@ -33,3 +33,15 @@ def test_int8_stream_build_runs_on_the_board_in_less_sram(int8_onnx, tmp_path):
     assert np.array_equal(np.asarray(a.output), np.asarray(b.output))
     assert b.peak_sram_bytes < a.peak_sram_bytes
     assert b.arena_bytes < a.arena_bytes  # no whole-image buffer
+
+
+def test_tunnels_one_at_a_time_need_less_sram_than_the_file_order(int8_onnx, tmp_path):
+    """onnxruntime's quantizer writes the tunnels layer by layer; the searched order runs each tunnel to the end."""
+    best, file = tmp_path / "best", tmp_path / "file"
+    compile_model(int8_onnx("tunnel_tiny"), best, CompileOptions(input_mode="stream"))
+    compile_model(int8_onnx("tunnel_tiny"), file, CompileOptions(input_mode="stream", order="file"))
+    x = random_input(best, seed=5)
+    board = load_board("stm32f746")
+    searched, as_written = evaluate(best, board, x), evaluate(file, board, x)
+    assert np.array_equal(np.asarray(searched.output), np.asarray(as_written.output))
+    assert searched.peak_sram_bytes < as_written.peak_sram_bytes

@@ -50,6 +50,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         disabled_passes=frozenset(args.disable_pass),
         input_shapes=dict(args.input_shape),
         input_mode=args.input_mode,
+        order=args.order,
         tuning=Path(args.tuning) if args.tuning else None,
         codegen=args.codegen,
         patch_stage=args.patch_stage,
@@ -218,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disable-pass", action="append", default=[], metavar="NAME", help="switch a graph pass off")
     p.add_argument("--input-shape", action="append", default=[], type=_input_shape, metavar="NAME:D0,D1,...",
                    help="fix the shape of a dynamic input")
+    p.add_argument("--order", choices=["best", "file"], default="best",
+                   help="kernel execution order: best (searched for the least peak memory; runs patch tunnels one "
+                        "after another) or file (the model file's order)")
     p.add_argument("--input-mode", choices=["ram", "stream"], default="ram",
                    help="ram: model_run copies the whole input into SRAM; stream: model_run_stream reads each "
                         "window the model slices out of the input through a read_patch callback")

@@ -37,6 +37,7 @@ class CompileOptions:
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     tuning: Path | None = None  # tuning records folder (`tvmp tune -o`); None: the shipped schedules/records/
     input_mode: str = "ram"  # "stream": the input is read window by window (model_run_stream), never whole
+    order: str = "best"  # execution order: "best" (searched to minimize peak memory) or "file" (the model's own)
     codegen: str = "c"  # "llvm": kernels as one object built by TVM's LLVM backend for the board's CPU (kernels.o)
     patch_stage: int | None = None  # patch-stage pass: last layer of the patched stage (None: searched)
     patch_grid: tuple[int, int] | None = None  # patch-stage pass: rows x columns of patches (None: searched)
@@ -81,6 +82,8 @@ def compile_model(model_path: Path, out_dir: Path, options: CompileOptions = Com
     """Compile an .onnx or .tflite model for `options.board` into `out_dir` (replaced as a whole if it exists)."""
     model_path = Path(model_path)
     board = load_board(options.board)
+    if options.order not in ("best", "file"):
+        raise UserError(f"unknown execution order {options.order!r}; choose best or file")
     loaded = load_model(model_path, options.input_shapes)
     spec = loaded.input
     mod, notes = _input_mode(loaded.mod, options.input_mode)
@@ -90,7 +93,7 @@ def compile_model(model_path: Path, out_dir: Path, options: CompileOptions = Com
     fused = tvm_adapter.fuse(mod)
     # records applied where they match, never growing arena or stack; codegen "llvm" builds kernels.o
     lowered = lower_tuned(fused, board, [bottleneck_schedule.rule], options.tuning or SHIPPED_RECORDS_DIR,
-                          options.codegen, options.planner)
+                          options.codegen, options.planner, reorder=options.order == "best")
     program, arena = lowered.program, lowered.arena
     program.notes.extend([*loaded.notes, *notes, *lowered.notes])
     _check_fits(board, arena.layout.arena_bytes, program.weight_bytes)

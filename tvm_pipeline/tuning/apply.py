@@ -60,7 +60,7 @@ def _lower(fused: tvm.IRModule, rules: list[ScheduleRule], record_rule: RecordRu
 
 
 def lower_tuned(fused: tvm.IRModule, board: Board, rules: list[ScheduleRule], records_dir: Path, codegen: str,
-                planner: str) -> TunedLowering:
+                planner: str, reorder: bool = True) -> TunedLowering:
     """Lower `fused` with `rules` first, then the records in `records_dir` for `board` and `codegen`."""
     if codegen not in CODEGENS:
         raise UserError(f"unknown --codegen {codegen!r}; choose one of: {', '.join(CODEGENS)}")
@@ -72,7 +72,7 @@ def lower_tuned(fused: tvm.IRModule, board: Board, rules: list[ScheduleRule], re
     records = RecordRule(records_dir, board.name, codegen, exclude=excluded, stack_allowance=stack_allowance)
     program, keep = _lower(fused, rules, records)
     notes: list[str] = []
-    arena = plan_arena(program, board.buffer_alignment, planner)
+    arena = plan_arena(program, board.buffer_alignment, planner, reorder)
     if records.applied:
         untuned, untuned_keep = _lower(fused, rules, None)
         # never deeper kernel stacks than the model's peak pays for, never a new stacked argument (see tuner.py)
@@ -86,8 +86,8 @@ def lower_tuned(fused: tvm.IRModule, board: Board, rules: list[ScheduleRule], re
             records = RecordRule(records_dir, board.name, codegen, exclude=excluded | too_deep | too_wide,
                                  stack_allowance=stack_allowance)
             program, keep = _lower(fused, rules, records)
-            arena = plan_arena(program, board.buffer_alignment, planner)
-        untuned_arena = plan_arena(untuned, board.buffer_alignment, planner)
+            arena = plan_arena(program, board.buffer_alignment, planner, reorder)
+        untuned_arena = plan_arena(untuned, board.buffer_alignment, planner, reorder)
         if arena.layout.arena_bytes > untuned_arena.layout.arena_bytes:  # tuning never grows the arena
             notes.append(f"tuned schedules from {records.records_dir} not used: arena {arena.layout.arena_bytes:,} B "
                          f"> untuned {untuned_arena.layout.arena_bytes:,} B")
