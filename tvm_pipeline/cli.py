@@ -1,6 +1,6 @@
-"""`tvmp`: compile ONNX models for Cortex-M boards, run them on emulated boards, report their memory.
+"""`tvmp`: compile ONNX/TFLite models for Cortex-M boards, run them on emulated boards, report their memory.
 
-    tvmp compile MODEL.onnx --board stm32f746 -o OUT/
+    tvmp compile MODEL.onnx|MODEL.tflite --board stm32f746 -o OUT/ [--input-mode ram|stream] [--order best|file]
     tvmp run OUT/ --board stm32f746 [--input x.npy] [--host] [--json]
     tvmp run OUT/ --serial /dev/ttyACM0 [--baud 115200]     (a real board flashed with `tvmp project flash`)
     tvmp report OUT/
@@ -210,8 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tvmp", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("compile", help="compile an ONNX model into a folder of standalone C")
-    p.add_argument("model", help="the .onnx file")
+    p = sub.add_parser("compile", help="compile an ONNX or TFLite model into a folder of standalone C")
+    p.add_argument("model", help="the .onnx or .tflite file")
     p.add_argument("--board", default="stm32f746", help="target board (see `tvmp boards`)")
     p.add_argument("-o", "--output", required=True, help="output folder (replaced as a whole)")
     p.add_argument("--planner", default="auto",
