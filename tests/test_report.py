@@ -18,5 +18,7 @@ def test_report_prints_plan_and_writes_png(compiled, tmp_path, capsys):
     for name in memory["order"]:
         assert name in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    peak = max(live_bytes_per_step(memory))
+    assert f"peak live bytes: baseline {peak:,} B -> this build {peak:,} B (1.00x lower)" in text
     # the planner's bound is the peak of live bytes over the order it chose
     assert max(live_bytes_per_step(memory)) == memory["lower_bound_bytes"]

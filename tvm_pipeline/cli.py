@@ -146,9 +146,11 @@ def _cmd_project_flash(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from tvm_pipeline.report import memory_report, plot_timeline
+    from tvm_pipeline.report import comparison_report, memory_report, plot_timeline
 
     print(memory_report(Path(args.model_dir)))
+    if args.baseline:
+        print("\n" + comparison_report(Path(args.model_dir), Path(args.baseline)))
     png = Path(args.png) if args.png else Path(args.model_dir) / "memory.png"
     plot_timeline(Path(args.model_dir), png, Path(args.baseline) if args.baseline else None)
     print(f"\nmemory timeline written to {png}")

@@ -66,6 +66,27 @@ def plot_timeline(model_dir: Path, png: Path, baseline_dir: Path | None = None) 
     return png
 
 
+def comparison_report(model_dir: Path, baseline_dir: Path) -> str:
+    """Live bytes per step of this build next to another build of the same model (e.g. --disable-pass ...).
+
+    The two builds may have different steps (passes merge and split kernels), so each column lists its own
+    execution order; the last line compares the peaks.
+    """
+    _, memory = model_metadata(model_dir)
+    _, base = model_metadata(baseline_dir)
+    live, base_live = live_bytes_per_step(memory), live_bytes_per_step(base)
+    rows = []
+    for i in range(max(len(live), len(base_live))):
+        ours = (memory["order"][i], f"{live[i]:,}") if i < len(live) else ("", "")
+        theirs = (base["order"][i], f"{base_live[i]:,}") if i < len(base_live) else ("", "")
+        rows.append([str(i), *theirs, *ours])
+    header = ["step", f"baseline ({Path(baseline_dir).name})", "live bytes", f"this build ({Path(model_dir).name})",
+              "live bytes"]
+    summary = (f"peak live bytes: baseline {max(base_live):,} B -> this build {max(live):,} B "
+               f"({max(base_live) / max(max(live), 1):.2f}x lower)")
+    return _table(rows, header) + "\n" + summary
+
+
 def memory_report(model_dir: Path) -> str:
     """The text `tvmp report` prints: summary, per-step live bytes, buffer table, arena timeline."""
     meta, memory = model_metadata(model_dir)
