@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from tvm import te, tirx, topi
 
-from tvm_pipeline.int8_ops import Fold, QAdd, QAvgPool, QConv2d, QMatMul, QRescale, QSoftmax, Requant
+from tvm_pipeline.int8_ops import Fold, QAdd, QAvgPool, QConcat, QConv2d, QMatMul, QRescale, QSoftmax, Requant
 
 #: Name prefix of the kernels the fold-qdq pass creates.
 KERNEL_PREFIX = "int8"
@@ -144,6 +144,32 @@ def _qrescale(op: QRescale, x: te.Tensor, consts: dict[str, te.Tensor]) -> te.Te
         x[i].astype("int32") - zero_point, consts["multiplier"][0], consts["shift"][0], op.requant), name="rescale")
 
 
+def _qconcat(op: QConcat, xs: list[te.Tensor], consts: dict[str, te.Tensor]) -> te.Tensor:
+    """One stage: each output element reads its input's slice (nested by offset), rescaled or copied."""
+    axis = op.axis
+    sizes = [int(x.shape[axis]) for x in xs]
+    offsets = np.cumsum([0, *sizes]).tolist()
+    shape = list(int(d) for d in xs[0].shape)
+    shape[axis] = offsets[-1]
+
+    def part(k, i):
+        index = (*i[:axis], i[axis] - offsets[k], *i[axis + 1:])
+        value = xs[k][index]
+        requant = op.requants[k]
+        if requant is None:
+            return _clamp_int8(value.astype("int64"), op.lo, op.hi)
+        zero_point = tirx.const(op.input_zero_points[k], "int32")
+        return _requantize(value.astype("int32") - zero_point, consts["multiplier"][k], consts["shift"][k], requant)
+
+    def out(*i):
+        value = part(len(xs) - 1, i)
+        for k in range(len(xs) - 2, -1, -1):
+            value = tirx.if_then_else(i[axis] < offsets[k + 1], part(k, i), value)
+        return value
+
+    return te.compute(shape, out, name="concat")
+
+
 def _constants(fold: Fold) -> dict[str, np.ndarray]:
     """The fold's constant parameters, in the order the kernel takes them."""
     op = fold.op
@@ -153,6 +179,8 @@ def _constants(fold: Fold) -> dict[str, np.ndarray]:
         return {"multiplier": op.requant.multiplier, "shift": op.requant.shift}
     if isinstance(op, QSoftmax):
         return {"table": op.table}
+    if isinstance(op, QConcat):
+        return {"multiplier": op.multipliers, "shift": op.shifts}
     return {}
 
 
@@ -187,6 +215,8 @@ def kernel(fold: Fold, input_shapes: list[tuple[int, ...]], out_shape: tuple[int
         out = _qadd(op, seen[0], seen[1])
     elif isinstance(op, QAvgPool):
         out = _qavgpool(op, seen[0], consts)
+    elif isinstance(op, QConcat):
+        out = _qconcat(op, seen, consts)
     else:
         assert isinstance(op, QSoftmax)
         out = _qsoftmax(op, seen[0], consts)

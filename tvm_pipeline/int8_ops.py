@@ -11,6 +11,7 @@ Arithmetic (see docs/int8.md for the why):
   is *exactly* the float32 scale onnxruntime computes for that op (M has at most 24 significant bits); rounding is
   half to even, like onnxruntime's float requantization; `lo`/`hi` carry a fused ReLU / ReLU6;
 - residual add rescales both inputs onto one shift; average pooling sums in int32 and requantizes;
+- concat rescales each input onto the output's parameters (a copy where they are equal);
 - softmax uses a 256-entry exp table (2^K * exp(-s * d) for the distance d to the row's maximum) and one
   rounding integer division per element.
 """
@@ -292,7 +293,45 @@ class QRescale:
         return self.requant.apply(x.astype(np.int64) - self.input_zero_point)
 
 
-IntegerOp = QConv2d | QMatMul | QAdd | QAvgPool | QSoftmax | QRescale
+@dataclass(frozen=True)
+class QConcat:
+    """Concatenation along `axis` of int8 inputs with their own (scale, zero point) onto the output's.
+
+    Input i is rescaled like QRescale, `requants[i](x_i - input_zero_points[i])` with the scale s_i / s_y in
+    float32; `requants[i]` is None where (s_i, z_i) == (s_y, z_y): a plain copy (clamped to lo/hi, a fused ReLU).
+    """
+
+    axis: int
+    input_zero_points: tuple[int, ...]
+    requants: tuple[Requant | None, ...]  # per input, per tensor
+    lo: int
+    hi: int
+
+    @staticmethod
+    def from_scales(axis: int, inputs: list[tuple[float, int]], scale: float, zero_point: int, lo: int,
+                    hi: int) -> QConcat:
+        requants = tuple(None if (np.float32(s), int(z)) == (np.float32(scale), int(zero_point))
+                         else Requant.from_scale(np.float32(s) / np.float32(scale), zero_point, lo, hi)
+                         for s, z in inputs)
+        return QConcat(int(axis), tuple(int(z) for _, z in inputs), requants, int(lo), int(hi))
+
+    @property
+    def multipliers(self) -> np.ndarray:
+        """int32 (n,): each input's multiplier (0 for a copy), a kernel constant."""
+        return np.array([0 if r is None else int(r.multiplier[0]) for r in self.requants], np.int32)
+
+    @property
+    def shifts(self) -> np.ndarray:
+        """int32 (n,): each input's shift (1 for a copy), a kernel constant."""
+        return np.array([1 if r is None else int(r.shift[0]) for r in self.requants], np.int32)
+
+    def reference(self, *inputs: np.ndarray) -> np.ndarray:
+        parts = [np.clip(x.astype(np.int64), self.lo, self.hi).astype(np.int8) if r is None
+                 else r.apply(x.astype(np.int64) - z) for x, z, r in zip(inputs, self.input_zero_points, self.requants)]
+        return np.concatenate(parts, axis=self.axis)
+
+
+IntegerOp = QConv2d | QMatMul | QAdd | QAvgPool | QSoftmax | QRescale | QConcat
 
 #: An int8 layout change a kernel applies to its input while reading it: ("permute_dims", axes), ("reshape", shape)
 #: or ("strided_slice", (axes, begins, ends, strides)).

@@ -52,6 +52,9 @@ def run_reference(model: onnx.ModelProto | str | Path, x: np.ndarray) -> np.ndar
                 result = apply_views(value(op.args[0]), (("permute_dims", tuple(op.attrs["axes"])),))
             elif op.op == "relax.reshape":
                 result = value(op.args[0]).reshape(op.type.shape)
+            elif op.op == "relax.strided_slice":  # an int8 slice read by more than one kernel (patch tunnels)
+                from tvm_pipeline.passes.qdq_values import view_of
+                result = apply_views(value(op.args[0]), (view_of(op),))
             else:
                 raise UserError(f"{var} = {op.op}(...) is not integer: the int8 reference cannot run this model")
         values[var] = result

@@ -11,8 +11,8 @@ After:
     y = call_tir(int8_conv2d, (x, W_int8, B', M, S))    # int32 accumulation, y = clamp(round(acc*M[c]>>S[c]) + zy)
 
 The same for matmul/Gemm (+ bias), add (both inputs rescaled onto one shift), average pooling / spatial mean,
-softmax (an exp table, see int8_ops.QSoftmax) and pure layout changes (`quantize(reshape(dequantize(x)))` with
-equal parameters is `reshape(x)` on int8). A transpose or reshape of an int8 input read only by the kernel is
+softmax (an exp table, see int8_ops.QSoftmax), concat (each input rescaled onto the output's parameters) and
+pure layout changes (`quantize(reshape(dequantize(x)))` with equal parameters is `reshape(x)` on int8). A transpose or reshape of an int8 input read only by the kernel is
 absorbed into the kernel's indexing. Only the quantize is rebound, so a chain that does not match stays as it was
 (in float) and is named in the notes with the reason; the last note lists every float op left in the graph.
 The arithmetic is defined, and checked against NumPy, in tvm_pipeline/int8_ops.py.
@@ -27,7 +27,7 @@ import tvm
 
 from schedules import int8 as int8_kernels
 from tvm_pipeline import tvm_adapter
-from tvm_pipeline.int8_ops import (Fold, QAdd, QAvgPool, QConv2d, QMatMul, QRescale, QSoftmax, Requant, Source,
+from tvm_pipeline.int8_ops import (Fold, QAdd, QAvgPool, QConcat, QConv2d, QMatMul, QRescale, QSoftmax, Requant, Source,
                                    activation_range)
 from tvm_pipeline.passes.qdq_values import (VIEW_OPS, Graph, NoMatch, activation, bias_in_acc_units, per_channel,
                                             quantized_constant, scalar, to_int32, view_of)
@@ -156,6 +156,12 @@ def _core(graph: Graph, op: DataflowOp, sy: float, zy: int, lo: int, hi: int) ->
         if core.attrs["axis"] not in (-1, len(shape) - 1):
             raise NoMatch("softmax is not over the last axis")
         return Fold("", QSoftmax.from_scales(sx, sy, zy, lo, hi, shape[-1]), (source,))
+    if core.op == "relax.concat":
+        inputs = [activation(graph, a) for a in core.args]
+        rank = len(graph.view.types[core.var].shape)
+        axis = int(core.attrs["axis"]) % rank
+        return Fold("", QConcat.from_scales(axis, [(s, z) for _, s, z in inputs], sy, zy, lo, hi),
+                    tuple(source for source, _, _ in inputs))
     if core.op == "relax.dequantize":
         source, sx, zx = activation(graph, core.var)
         if (np.float32(sx), zx, lo, hi) == (np.float32(sy), zy, -128, 127):
