@@ -1,0 +1,183 @@
+"""One scheduled kernel -> standalone C (raw pointers, workspace) or a Cortex-M object from TVM's LLVM backend."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import tvm
+import tvm_ffi
+from tvm import ir, s_tir, tirx
+
+from tvm_pipeline.tvm_adapter.types import C_TARGET, LOCAL_SCRATCH_LIMIT_BYTES, KernelParam, LoweredKernel
+
+_LOWERING_PASSES = (
+    # The front of TVM's default s_tir pipeline (tvm/s_tir/pipeline.py), minus GPU-only passes, up to the point
+    # where it would call MakePackedAPI: we make a raw-pointer C signature instead (no DLTensor, no TVM runtime).
+    "s_tir.CanonicalizeLoop",
+    "s_tir.LowerInitBlock",
+    "s_tir.PlanAndUpdateBufferAllocationLocation",
+    "s_tir.ConvertBlocksToOpaque",
+    "s_tir.CompactBufferAllocation",
+    "s_tir.LowerMatchBuffer",
+    "s_tir.StmtSimplify",
+    "s_tir.LowerOpaqueBlock",
+    "tirx.FlattenBuffer",
+    "tirx.NarrowDataType",
+    "s_tir.LoopPartition",
+    "tirx.VectorizeLoop",
+    "tirx.StorageRewrite",
+    "tirx.UnrollLoop",
+    "tirx.StmtSimplify",
+    "tirx.RemoveNoOp",
+    "tirx.CommonSubexprElim",
+)
+
+
+def _lowering_pass(name: str) -> tvm.transform.Pass:
+    ns, pass_name = name.split(".")
+    module = s_tir.transform if ns == "s_tir" else tirx.transform
+    if pass_name == "NarrowDataType":
+        return module.NarrowDataType(32)
+    if pass_name == "VectorizeLoop":
+        return module.VectorizeLoop(False)  # Cortex-M has no float4: keep loops scalar
+    return getattr(module, pass_name)()
+
+
+def _raw_pointer_api(func: tirx.PrimFunc) -> tuple[tirx.PrimFunc, tuple[KernelParam, ...], int]:
+    """Turn buffer parameters into plain pointers and big internal allocations into workspace slices.
+
+    Before: `def k(A: T.Buffer((1, 8), "float32")): tmp = T.alloc_buffer((512,)); ...A.data...`
+    After:  `def k(A: T.handle("float32"), workspace: T.handle("uint8")): tmp = T.decl_buffer(data=&workspace[0])`
+    """
+    params: list[tirx.Var] = []
+    infos: list[KernelParam] = []
+    by_param: dict[int, tirx.Var] = {}
+    for p in func.params:
+        ty = p.ty
+        ptr = tirx.Var(p.name, ir.PointerType(ty.dtype))
+        params.append(ptr)
+        by_param[p.__chandle__()] = ptr
+        dtype = str(ty.dtype.dtype)
+        numel = int(np.prod([int(d) for d in ty.shape], dtype=np.int64))
+        infos.append(KernelParam(p.name, dtype, numel * np.dtype(dtype).itemsize))
+
+    def on_call(call: ir.Call) -> ir.Expr:
+        if isinstance(call.op, ir.Op) and call.op.name == "tirx.buffer_data":
+            ptr = by_param.get(call.args[0].__chandle__())
+            if ptr is not None:
+                return ptr
+        return call
+
+    body = tvm_ffi.structural_map(func.body, [(ir.Call, on_call)])
+
+    workspace = tirx.Var("workspace", ir.PointerType(ir.PrimType("uint8")))
+    workspace_u8 = tirx.decl_buffer((1,), "uint8", name="workspace_u8", data=workspace)
+    offset = 0
+
+    def on_alloc(alloc: tirx.AllocBuffer) -> tirx.Stmt:
+        nonlocal offset
+        buf = alloc.buffer
+        dtype = str(buf.ty.dtype.dtype)
+        numel = int(np.prod([int(d) for d in buf.ty.shape], dtype=np.int64))
+        nbytes = numel * np.dtype(dtype).itemsize
+        if nbytes <= LOCAL_SCRATCH_LIMIT_BYTES:
+            return alloc
+        addr = tirx.address_of(tirx.BufferLoad(workspace_u8, [tirx.IntImm("int32", offset)]))
+        offset += (nbytes + 15) // 16 * 16  # keep every slice 16-byte aligned, like the arena
+        return tirx.DeclBuffer(buf, data=addr)
+
+    body = tvm_ffi.structural_map(body, [(tirx.AllocBuffer, on_alloc)])
+    if offset:
+        params.append(workspace)
+        body = tirx.SeqStmt([tirx.DeclBuffer(workspace_u8, data=workspace), body])
+    attrs = {k: v for k, v in func.attrs.items() if k != "tirx.is_entry_func"} if func.attrs else {}
+    new_func = tirx.PrimFunc(params, body, attrs=tvm.ir.make_node("ir.DictAttrs", **attrs))
+    return new_func, tuple(infos), offset
+
+
+_TVM_PREAMBLE = re.compile(
+    r'^(#define TVM_EXPORTS|#include [<"](tvm/.*|math\.h|stdbool\.h)[>"]|void\* __tvm_ffi__library_ctx = NULL;|// tvm target:.*)\n',
+    re.M,
+)
+
+
+def _inplace_params(func: tirx.PrimFunc, params: tuple[KernelParam, ...]) -> tuple[int, ...]:
+    """Inputs that the output may share storage with: each element is read once, right where it is replaced.
+
+    Safe when the output (last parameter) is written by exactly one store, is never read back, and input p is
+    only read inside that store's value at the store's own index: `out[i] = f(..., p[i], ...)`. Then element i
+    of p is consumed in the same statement that overwrites it, and no other element of p is touched.
+    """
+    out = len(params) - 1
+    ptr_of: dict[int, int] = {}  # buffer handle -> parameter index
+    loads: list[ir.TensorLoad] = []
+    stores: list[tirx.BufferStore] = []
+    ptrs = {p.__chandle__(): i for i, p in enumerate(func.params)}
+
+    def on_decl(decl: tirx.DeclBuffer) -> None:
+        index = ptrs.get(decl.data.__chandle__()) if isinstance(decl.data, tirx.Var) else None
+        if index is not None:
+            ptr_of[decl.buffer.__chandle__()] = index
+
+    tvm_ffi.structural_walk(func.body, [(tirx.DeclBuffer, on_decl), (ir.TensorLoad, loads.append),
+                                        (tirx.BufferStore, stores.append)])
+    out_stores = [s for s in stores if ptr_of.get(s.buffer.__chandle__()) == out]
+    if len(out_stores) != 1 or any(ptr_of.get(ld.source.__chandle__()) == out for ld in loads):
+        return ()
+    (store,) = out_stores
+    inside: list[ir.TensorLoad] = []
+    tvm_ffi.structural_walk(store.value, [(ir.TensorLoad, inside.append)])
+    inside_handles = {ld.__chandle__() for ld in inside}
+    result = []
+    for i, param in enumerate(params[:out]):
+        if param.nbytes != params[out].nbytes or param.dtype != params[out].dtype:
+            continue
+        reads = [ld for ld in loads if ptr_of.get(ld.source.__chandle__()) == i]
+        if reads and all(
+            ld.__chandle__() in inside_handles and tvm_ffi.structural_equal(list(ld.indices), list(store.indices))
+            for ld in reads
+        ):
+            result.append(i)
+    return tuple(result)
+
+
+def _lower_raw(func: tirx.PrimFunc, symbol: str, target) -> tuple[tirx.PrimFunc, tuple[KernelParam, ...], int]:
+    """The s_tir pipeline for `target`, then the raw-pointer API: (raw PrimFunc named `symbol`, params, workspace)."""
+    mod = tvm.IRModule({symbol: func.with_attr("global_symbol", symbol)})
+    mod = tirx.transform.BindTarget(target)(mod)
+    mod = tvm.transform.Sequential([_lowering_pass(n) for n in _LOWERING_PASSES])(mod)
+    raw, params, workspace_bytes = _raw_pointer_api(mod[symbol])
+    return raw.with_attr("global_symbol", symbol), params, workspace_bytes
+
+
+def lower_to_c(func: tirx.PrimFunc, symbol: str) -> LoweredKernel:
+    """Lower one (scheduled) kernel to standalone C with a raw-pointer signature."""
+    raw, params, workspace_bytes = _lower_raw(func, symbol, C_TARGET)
+    inplace = _inplace_params(raw, params)
+    mod = tirx.transform.LowerIntrin()(tvm.IRModule({symbol: raw}))
+    source = tvm.get_global_func("target.build.c")(mod, C_TARGET).inspect_source()
+    source = _TVM_PREAMBLE.sub("", source).replace("TVM_DLL ", "")
+    source = re.sub(r"#ifdef __cplusplus\nextern \"C\"\n#endif\n", "", source)
+    return LoweredKernel(symbol, source.strip() + "\n", params, workspace_bytes, inplace)
+
+
+
+def build_llvm_object(kernels: list[tuple[tirx.PrimFunc, str]], target: dict) -> bytes:
+    """(scheduled kernel, symbol) pairs -> one ELF object built by TVM's LLVM backend for a Cortex-M CPU.
+
+    `target` is an LLVM target dict (`{"kind": "llvm", "mtriple": "thumbv7em-none-eabihf", "mcpu": ..., "mattr":
+    [...]}`). Each symbol has the signature `lower_to_c` gives the same kernel (raw pointers, workspace last), so the
+    same `kernels.h` declares it. LLVM contracts a*b+c into fused multiply-adds: results are not bit-identical to C.
+    """
+    import tempfile
+
+    llvm = tvm.target.Target(target)
+    funcs = {symbol: _lower_raw(func, symbol, llvm)[0] for func, symbol in kernels}
+    mod = tirx.transform.LowerIntrin()(tvm.IRModule(funcs))
+    module = tvm.get_global_func("target.build.llvm")(mod, llvm)
+    with tempfile.TemporaryDirectory(prefix="tvmp-llvm-") as tmp:
+        path = f"{tmp}/kernels.o"
+        module.write_to_file(path)
+        with open(path, "rb") as f:
+            return f.read()
