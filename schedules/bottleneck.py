@@ -42,6 +42,11 @@ SPEC_ATTR = "tvmp.bottleneck_spec"
 Clamp = tuple[float | None, float | None]
 
 
+def conv_output_size(size: int, pad_before: int, pad_after: int, kernel: int, stride: int) -> int:
+    """Output rows (or columns) of a KxK convolution over `size` padded rows."""
+    return (size + pad_before + pad_after - kernel) // stride + 1
+
+
 @dataclass(frozen=True)
 class BottleneckSpec:
     """Shapes and activations of one inverted residual (NCHW, batch 1, float32)."""
@@ -65,11 +70,11 @@ class BottleneckSpec:
 
     @property
     def out_height(self) -> int:
-        return (self.height + self.padding[0] + self.padding[2] - self.kernel) // self.stride + 1
+        return conv_output_size(self.height, self.padding[0], self.padding[2], self.kernel, self.stride)
 
     @property
     def out_width(self) -> int:
-        return (self.width + self.padding[1] + self.padding[3] - self.kernel) // self.stride + 1
+        return conv_output_size(self.width, self.padding[1], self.padding[3], self.kernel, self.stride)
 
 
 @dataclass(frozen=True)

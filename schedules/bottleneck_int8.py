@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from tvm import te, tirx
 
-from schedules.bottleneck import KERNEL_PREFIX as FLOAT_PREFIX
+from schedules.bottleneck import KERNEL_PREFIX as FLOAT_PREFIX, conv_output_size
 from schedules.int8 import _add, _requantize
 from tvm_pipeline.int8_ops import Fold, QAdd, QConv2d
 
@@ -107,11 +107,11 @@ class Int8BottleneckSpec:
 
     @property
     def out_height(self) -> int:
-        return (self.height + self.padding[0] + self.padding[2] - self.kernel) // self.stride + 1
+        return conv_output_size(self.height, self.padding[0], self.padding[2], self.kernel, self.stride)
 
     @property
     def out_width(self) -> int:
-        return (self.width + self.padding[1] + self.padding[3] - self.kernel) // self.stride + 1
+        return conv_output_size(self.width, self.padding[1], self.padding[3], self.kernel, self.stride)
 
 
 def scratch_bytes(spec: Int8BottleneckSpec) -> int:
