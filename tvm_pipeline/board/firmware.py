@@ -21,7 +21,9 @@ from tvm_pipeline.board.toolchain import find_arm_toolchain, find_host_gcc
 from tvm_pipeline.errors import InternalError, UserError
 
 COMMON_DIR = BOARDS_DIR / "common"
-COMMON_FLAGS = ["-O2", "-std=gnu11", "-ffp-contract=off", "-g"]
+# -O3, not -O2: measured on the emulated F746 it runs the MLPerf Tiny int8 models in 0.37x (IC), 0.77x (VWW) and
+# 0.78x (KWS) of -O2's instructions for 3-4 KB more flash and <= 128 B more stack (the kernels' loops unroll).
+COMMON_FLAGS = ["-O3", "-std=gnu11", "-ffp-contract=off", "-g"]
 FIRMWARE_FLAGS = [
     "-ffunction-sections",
     "-fdata-sections",
