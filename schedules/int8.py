@@ -42,6 +42,12 @@ def _requantize(acc: tirx.PrimExpr, multiplier: tirx.PrimExpr, shift: tirx.PrimE
     return _clamp_int8(_round_shift(product, shift.astype("int64")) + _i64(requant.zero_point), requant.lo, requant.hi)
 
 
+def _inside(y: tirx.PrimExpr, height: int, x: tirx.PrimExpr, width: int) -> tirx.PrimExpr:
+    """(y, x) lies inside the input plane. Each bound is `likely`, so LoopPartition (tvm_adapter.codegen) splits the
+    border rows and columns off and the interior loops run without the check."""
+    return tirx.all(*(tirx.likely(c) for c in (y >= 0, y < height, x >= 0, x < width)))
+
+
 def _channel(tensor: te.Tensor, index):
     return tensor[index] if int(tensor.shape[0]) > 1 else tensor[0]
 
@@ -66,7 +72,7 @@ def _qconv2d(op: QConv2d, x: te.Tensor, consts: dict[str, te.Tensor], skip: te.T
         y, xx = i * sh + ry * dh - pt, j * sw + rx * dw - pl
         value = x[b, o // per_group * group_c + rc, y, xx].astype("int32")
         if any(op.padding):  # padding reads the input zero point: the bias holds -zp * sum(w)
-            inside = tirx.all(y >= 0, y < height, xx >= 0, xx < width)
+            inside = _inside(y, height, xx, width)
             value = tirx.if_then_else(inside, value, tirx.const(op.input_zero_point, "int32"))
         return value * w[o, rc, ry, rx].astype("int32")
 

@@ -142,19 +142,44 @@ def _inplace_params(func: tirx.PrimFunc, params: tuple[KernelParam, ...]) -> tup
     return tuple(result)
 
 
-def _lower_raw(func: tirx.PrimFunc, symbol: str, target) -> tuple[tirx.PrimFunc, tuple[KernelParam, ...], int]:
-    """The s_tir pipeline for `target`, then the raw-pointer API: (raw PrimFunc named `symbol`, params, workspace)."""
+def _lower_raw(func: tirx.PrimFunc, symbol: str, target,
+               partition: bool) -> tuple[tirx.PrimFunc, tuple[KernelParam, ...], int]:
+    """The s_tir pipeline for `target`, then the raw-pointer API: (raw PrimFunc named `symbol`, params, workspace).
+
+    `partition`: LoopPartition splits loops at the bounds a kernel marks `likely` (padding checks), so the interior
+    loops carry no condition and the borders become separate, shorter loops.
+    """
     mod = tvm.IRModule({symbol: func.with_attr("global_symbol", symbol)})
     mod = tirx.transform.BindTarget(target)(mod)
-    mod = tvm.transform.Sequential([_lowering_pass(n) for n in _LOWERING_PASSES])(mod)
+    with tvm.transform.PassContext(config={"s_tir.LoopPartition": {"partition_const_loop": partition}}):
+        mod = tvm.transform.Sequential([_lowering_pass(n) for n in _LOWERING_PASSES])(mod)
     raw, params, workspace_bytes = _raw_pointer_api(mod[symbol])
     return raw.with_attr("global_symbol", symbol), params, workspace_bytes
 
 
+def _marks_likely(func: tirx.PrimFunc) -> bool:
+    calls: list[ir.Call] = []
+    tvm_ffi.structural_walk(func.body, [(ir.Call, calls.append)])
+    return any(getattr(call.op, "name", None) == "prim.likely" for call in calls)
+
+
+def _lower_both(func: tirx.PrimFunc, symbol: str, target) -> tuple[tuple, tuple]:
+    """(unpartitioned, chosen) lowerings. The partitioned one is chosen when the kernel marks bounds `likely` and it
+    needs no more workspace: LoopPartition copies a scratch buffer allocated inside a split loop into every part.
+    Partitioned IC int8 runs in 0.7x the instructions, for ~15 % more code."""
+    plain = _lower_raw(func, symbol, target, partition=False)
+    if not _marks_likely(func):
+        return plain, plain
+    split = _lower_raw(func, symbol, target, partition=True)
+    return plain, split if split[2] <= plain[2] else plain
+
+
 def lower_to_c(func: tirx.PrimFunc, symbol: str) -> LoweredKernel:
     """Lower one (scheduled) kernel to standalone C with a raw-pointer signature."""
-    raw, params, workspace_bytes = _lower_raw(func, symbol, C_TARGET)
-    inplace = _inplace_params(raw, params)
+    plain, (raw, params, workspace_bytes) = _lower_both(func, symbol, C_TARGET)
+    # Proven on the unpartitioned loops: partitioning repeats the output's store once per part, which the proof does
+    # not follow, but every element is still written once, reading what it read before.
+    inplace = _inplace_params(*plain[:2])
     mod = tirx.transform.LowerIntrin()(tvm.IRModule({symbol: raw}))
     source = tvm.get_global_func("target.build.c")(mod, C_TARGET).inspect_source()
     source = _TVM_PREAMBLE.sub("", source).replace("TVM_DLL ", "")
@@ -173,7 +198,7 @@ def build_llvm_object(kernels: list[tuple[tirx.PrimFunc, str]], target: dict) ->
     import tempfile
 
     llvm = tvm.target.Target(target)
-    funcs = {symbol: _lower_raw(func, symbol, llvm)[0] for func, symbol in kernels}
+    funcs = {symbol: _lower_both(func, symbol, llvm)[1][0] for func, symbol in kernels}  # as lower_to_c
     mod = tirx.transform.LowerIntrin()(tvm.IRModule(funcs))
     module = tvm.get_global_func("target.build.llvm")(mod, llvm)
     with tempfile.TemporaryDirectory(prefix="tvmp-llvm-") as tmp:
