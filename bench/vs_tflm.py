@@ -10,7 +10,9 @@ model does not fit it), then one run on the emulated board: peak SRAM = .data + 
 stack, the arena alone, and flash, all from the ELF and the run. The "our kernels" column says what the int8 models
 became: "int8" (integer kernels only), "fake-quant float32" (TVM's QDQ import left as float kernels on float32
 weights), or "mixed"; a model that does not compile says "pending int8 support". Numerics: the largest difference
-from the reference runtime over 4 seeded random inputs (the board run and 3 host runs of the same C).
+from the file's own runtime (onnxruntime for .onnx, the TFLite interpreter's reference kernels for .tflite) over 4
+seeded random inputs (the board run and 3 host runs of the same C). A model that does not fit the STM32F746 says so
+under its table, with whether TFLM could hold it there (its .tflite alone against the board's flash).
 
     .venv/bin/python bench/vs_tflm.py [--models DIR]
 """
@@ -63,6 +65,7 @@ class Ours:
     flash_bytes: int
     max_abs_error: float
     max_rel_error: float
+    skipped: tuple[str, ...] = ()  # boards tried first and why the model did not fit them
 
 
 @contextmanager
@@ -130,7 +133,7 @@ def _kernel_kind(program) -> str:
 
 def ours(path: Path, work: Path) -> Ours | str:
     """Compile for the first board in BOARDS the model fits and run it there; a string says why not."""
-    reason = ""
+    reason, skipped = "", []
     for board_name in BOARDS:
         out = work / f"{path.name}.{board_name}"
         try:
@@ -138,6 +141,7 @@ def ours(path: Path, work: Path) -> Ours | str:
         except UserError as err:
             reason = str(err).splitlines()[0]
             if "does not fit" in reason:
+                skipped.append(f"{board_name}: {reason.rstrip('.')}")
                 continue
             return reason
         mode = _kernel_kind(result.program)
@@ -146,8 +150,19 @@ def ours(path: Path, work: Path) -> Ours | str:
         host = [evaluate(out, None, random_input(out, seed)) for seed in range(1, CHECK_INPUTS)]
         return Ours(board_name, mode, run.peak_sram_bytes, run.arena_bytes, run.flash_bytes,
                     max([run.max_abs_error] + [h.max_abs_error for h in host]),
-                    max([run.max_rel_error] + [h.max_rel_error for h in host]))
+                    max([run.max_rel_error] + [h.max_rel_error for h in host]), tuple(skipped))
     return reason
+
+
+def _does_not_fit(path: Path, tflite: Path, got: Ours | str) -> list[str]:
+    """A line saying that `path` did not fit the first board, and whether TFLM's flatbuffer (`tflite`) alone would."""
+    if isinstance(got, str) or not got.skipped:
+        return []
+    flash = load_board(BOARDS[0]).flash.size
+    size = tflite.stat().st_size
+    tflm = "nor could TFLM hold it there" if size > flash else "TFLM's flatbuffer would fit"
+    return [f"{path.name}: {'; '.join(got.skipped)}; its .tflite is {_n(size)} B against {BOARDS[0]}'s "
+            f"{_n(flash)} B flash: {tflm} (measured on {got.board} instead)"]
 
 
 def _n(n: int) -> str:
@@ -165,8 +180,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def int8_table(models: Path, work: Path) -> str:
     header = ["model", "TFLM min arena", "TFLM recorded (plan+persistent)", "ours peak SRAM",
               "ours arena", "peak/TFLM", "our flash", ".tflite size", "flash/.tflite", "board", "our kernels",
-              "max |err| (LSB, 4 inputs)"]
-    rows = []
+              "max |err| vs its runtime (LSB, 4 inputs)"]
+    rows, notes = [], []
     for name in INT8_MODELS:
         tflite = models / f"{name}.tflite"
         tflm = tflm_arena(tflite)
@@ -175,6 +190,7 @@ def int8_table(models: Path, work: Path) -> str:
             row = [path.name, _n(tflm.min_arena_bytes),
                    f"{_n(tflm.recorded_total)} ({_n(tflm.recorded_head)}+{_n(tflm.recorded_tail)})"]
             got = ours(path, work)
+            notes += _does_not_fit(path, tflite, got)
             if isinstance(got, str):
                 row += [PENDING] * 2 + ["-"] * 2 + [_n(size)] + ["-", "-", PENDING, "-"]
             else:
@@ -182,18 +198,19 @@ def int8_table(models: Path, work: Path) -> str:
                         f"{got.peak_sram_bytes / tflm.min_arena_bytes:.2f}x", _n(got.flash_bytes), _n(size),
                         f"{got.flash_bytes / size:.2f}x", got.board, got.mode, f"{got.max_abs_error:g}"]
             rows.append(row)
-    return _table(header, rows)
+    return "\n".join([_table(header, rows), *notes])
 
 
 def float_table(models: Path, work: Path) -> str:
     header = ["model", "board", "ours peak SRAM", "ours arena", "TFLM min arena", "peak/TFLM", "our flash",
               "model file", "flash/file", "max rel error (4 inputs)"]
-    rows = []
+    rows, notes = [], []
     for name in FLOAT_MODELS:
         tflm = tflm_arena(models / f"{name}.tflite")
         for suffix in (".onnx", ".tflite"):
             path = models / f"{name}{suffix}"
             got = ours(path, work)
+            notes += _does_not_fit(path, models / f"{name}.tflite", got)
             if isinstance(got, str):
                 rows.append([path.name, got] + ["-"] * 8)
                 continue
@@ -201,7 +218,7 @@ def float_table(models: Path, work: Path) -> str:
                          _n(tflm.min_arena_bytes), f"{got.peak_sram_bytes / tflm.min_arena_bytes:.2f}x",
                          _n(got.flash_bytes), _n(path.stat().st_size), f"{got.flash_bytes / path.stat().st_size:.2f}x",
                          f"{got.max_rel_error:.1e}"])
-    return _table(header, rows)
+    return "\n".join([_table(header, rows), *notes])
 
 
 def main() -> int:

@@ -90,6 +90,16 @@ def test_resnet_onnx_runs_on_the_emulated_stm32f746(mlperf):
     assert result.arena_bytes < result.peak_sram_bytes <= board.ram.size
 
 
+@needs_models
+def test_ad01_fp32_fits_the_stm32f746_flash_neither_compiled_nor_as_tflm_would_hold_it(tmp_path):
+    """Why BOARD puts ad01_fp32 on the H743: its float32 weights alone exceed the F746's 1 MB flash, and so does the
+    .tflite flatbuffer TFLM would have to keep in flash (before TFLM's own code)."""
+    flash = load_board("stm32f746").flash.size
+    with pytest.raises(UserError, match=r"does not fit stm32f746's flash: its weights alone need 1,063,456 B"):
+        compile_model(MODELS / "ad01_fp32.onnx", tmp_path / "out", CompileOptions(board="stm32f746"))
+    assert (MODELS / "ad01_fp32.tflite").stat().st_size > flash
+
+
 # --- tiny hand-built .tflite files --------------------------------------------------------------------------------
 
 _SCHEMA = {name: importlib.import_module(f"tflite.{name}")  # the modules, not the classes the package re-exports

@@ -62,10 +62,8 @@ def _load_tflite(path: Path, input_shapes: dict[str, tuple[int, ...]]) -> Loaded
     output = tflite_loader.output_spec(loaded)
     mod = _import("TFLite", path, lambda: tvm_adapter.import_tflite(
         loaded.model, {spec.name: spec.shape}, {spec.name: spec.dtype}))
-    if not tflite_loader.is_quantized(loaded):
-        # TFLite is channels-last; our graph passes match the NCHW graphs of the ONNX files. (int8 graphs stay NHWC
-        # for now: ConvertLayout cannot see through quantize/dequantize and would leave a transpose around each.)
-        mod = _import("TFLite", path, lambda: tvm_adapter.nhwc_to_nchw(mod))
+    # TFLite is channels-last; our graph passes (fold-qdq included) match the NCHW graphs of the ONNX files.
+    mod = _import("TFLite", path, lambda: tvm_adapter.nhwc_to_nchw(mod))
     return LoadedModel(mod, spec, output.name, "tflite")
 
 

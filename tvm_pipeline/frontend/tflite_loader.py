@@ -103,12 +103,6 @@ def _is_quantized(tensor: tflite.Tensor) -> bool:
     return q is not None and q.ScaleLength() > 0
 
 
-def is_quantized(loaded: TFLiteModel) -> bool:
-    """Whether any tensor carries quantization parameters (an int8 model, or int8 weights in a float one)."""
-    subgraph = loaded.subgraph
-    return any(_is_quantized(subgraph.Tensors(i)) for i in range(subgraph.TensorsLength()))
-
-
 def check_supported_ops(loaded: TFLiteModel) -> None:
     """Raise one UserError listing every operator TVM's TFLite frontend cannot convert.
 

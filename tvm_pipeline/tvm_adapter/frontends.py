@@ -9,6 +9,9 @@ import onnx
 import tvm
 from tvm import ir, relax
 
+from tvm_pipeline.tvm_adapter.tflite_qdq import sink_permutes, tflite_idioms
+
+
 def import_onnx(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> tvm.IRModule:
     """Import an ONNX model into Relax with fixed input shapes; weights become Relax constants."""
     from tvm.relax.frontend.onnx import from_onnx
@@ -30,13 +33,14 @@ def onnx_supported_ops(opset: int) -> set[str]:
 def import_tflite(model, shapes: dict[str, tuple[int, ...]], dtypes: dict[str, str]) -> tvm.IRModule:
     """Import a parsed TFLite model (`tflite.Model`) into Relax with fixed input shapes; weights become constants.
 
-    int8 models import as QDQ fake-quant (`R.quantize`/`R.dequantize` around float ops), as ONNX QDQ models do.
+    int8 models import as QDQ fake-quant (`R.quantize`/`R.dequantize` around float ops), as ONNX QDQ models do; the
+    frontend's own int8 idioms (a clip after quantize, an average pool of raw integers) become QDQ chains too.
     """
     from tvm.relax.frontend.tflite import from_tflite
 
     mod = from_tflite(model, shape_dict={k: tuple(v) for k, v in shapes.items()}, dtype_dict=dict(dtypes))
     # The frontend also attaches every weight as a "params" attribute; they are constants in the body already.
-    mod["main"] = mod["main"].without_attr("params")
+    mod["main"] = tflite_idioms(mod["main"].without_attr("params"))
     return mod
 
 
@@ -45,7 +49,10 @@ _BROADCAST_OPS = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide
 
 @relax.expr_functor.mutator
 class _ConstantsToFullRank(relax.PyExprMutator):
-    """`add(x, C)` with C of lower rank than x -> `add(x, reshape(C) to x's rank)`: ConvertLayout can permute it."""
+    """`add(x, C)` with C of lower rank than x -> `add(x, reshape(C) to x's rank)`: ConvertLayout can permute it.
+
+    A dequantized constant (an int8 model's bias) is reshaped the same way, as a `reshape` fold-qdq reads through.
+    """
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
@@ -53,10 +60,19 @@ class _ConstantsToFullRank(relax.PyExprMutator):
             return call
         args = list(call.args)
         for i, (arg, other) in enumerate(((args[0], args[1]), (args[1], args[0]))):
-            if isinstance(arg, ir.Constant) and isinstance(other.ty, relax.TensorType) and other.ty.ndim > arg.ty.ndim:
-                value = arg.value.numpy()
-                args[i] = relax.const(value.reshape((1,) * (other.ty.ndim - value.ndim) + value.shape))
+            if not (isinstance(other.ty, relax.TensorType) and other.ty.ndim > arg.ty.ndim):
+                continue
+            shape = (1,) * (other.ty.ndim - arg.ty.ndim) + tuple(int(d) for d in arg.ty.shape)
+            if isinstance(arg, ir.Constant):
+                args[i] = relax.const(arg.value.numpy().reshape(shape))
+            elif self._is_dequantized_constant(arg):
+                args[i] = self.builder_.emit(relax.op.reshape(arg, shape))
         return relax.Call(call.op, args, call.attrs)
+
+    def _is_dequantized_constant(self, arg: relax.Expr) -> bool:
+        value = self.lookup_binding(arg) if isinstance(arg, relax.Var) else None
+        return (isinstance(value, relax.Call) and isinstance(value.op, ir.Op) and value.op.name == "relax.dequantize"
+                and isinstance(value.args[0], ir.Constant))
 
 
 @relax.expr_functor.mutator
@@ -75,15 +91,16 @@ class _FoldConstantPermutes(relax.PyExprMutator):
 def nhwc_to_nchw(mod: tvm.IRModule) -> tvm.IRModule:
     """Relayout a channels-last model (TFLite) to NCHW/OIHW, the layout of the ONNX graphs our passes match.
 
-    ConvertLayout makes every conv2d NCHW and carries the layout through elementwise ops and pooling, so a float
-    model ends with one `permute_dims` after its input and one before its first reshape, as tf2onnx's graphs do.
-    Weight relayouts are folded into the constants. Ops ConvertLayout does not know (quantize, dequantize) keep a
-    `permute_dims` on each side: int8 graphs would come out correct but transpose-heavy, so the frontend skips them.
+    ConvertLayout makes every conv2d NCHW and carries the layout through elementwise ops and pooling, so a model
+    ends with one `permute_dims` after its input and one before its first reshape, as tf2onnx's graphs do. Ops
+    ConvertLayout does not know (quantize, dequantize) keep a `permute_dims` on each side; `sink_permutes` moves
+    those through (and relays out a pooling they reach) until they cancel (tflite_qdq.py). Weight relayouts are
+    folded into the constants.
     Updates `mod` (a freshly imported module) in place and returns the result.
     """
     mod["main"] = _ConstantsToFullRank().visit_expr(mod["main"])
     mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NCHW", "OIHW"]})(mod)
-    mod["main"] = _FoldConstantPermutes().visit_expr(mod["main"])
+    mod["main"] = _FoldConstantPermutes().visit_expr(sink_permutes(mod["main"]))
     # CanonicalizeBindings puts the folded weights back into the conv2d calls (`w = C; conv2d(x, w)` -> `conv2d(x, C)`)
     return tvm.transform.Sequential([relax.transform.CanonicalizeBindings(),
                                      relax.transform.DeadCodeElimination()])(mod)
