@@ -1,9 +1,10 @@
 """Benchmark the memory passes on MobileNetV2: peak SRAM and instructions measured on the emulated board.
 
 For each model (seeded random weights: memory and speed do not depend on their values) and each pass set
-(none, reorder-bottleneck, reorder-bottleneck + patch-stage), run exactly what a user runs:
+(none, reorder-bottleneck, reorder-bottleneck + patch-stage; int8 models also that with `--input-mode stream`), run
+exactly what a user runs:
 
-    tvmp compile MODEL.onnx --board generic-m7 -o OUT [--disable-pass ...]
+    tvmp compile MODEL.onnx --board generic-m7 -o OUT [--disable-pass ...] [--input-mode stream]
     tvmp run OUT --json
 
 and print one table row with the figures `tvmp run` measured (peak SRAM = static RAM + painted-stack high-water
@@ -13,9 +14,13 @@ and the reason. Targets (issue #3): peak SRAM with both passes >= 4x lower than 
 
     .venv/bin/python bench/passes_bench.py [--models w0.35@144,w1.0@224] [--board NAME] [--out DIR]
 
-Float32 models (int8 ones once the int8 path lands). The classifier head has 10 classes: with 1000, the float weights
-of MobileNetV2-0.35 alone (6.7 MB) exceed generic-m7's 4 MB of flash. No real part holds either model without the
-passes, so they run on generic-m7 (4 MB + 4 MB) and generic-m7-16mb (QEMU's 16 MB RAM: 10 MB "flash", 6 MB RAM).
+Float32 models, and MobileNetV2-0.35 quantized to int8 by `tvmp quantize` (16 seeded random-normal calibration
+samples; the int8 reorder pass is reorder-bottleneck-int8). The classifier head has 10 classes: with 1000, the float
+weights of MobileNetV2-0.35 alone (6.7 MB) exceed generic-m7's 4 MB of flash. No real part holds the float models
+without the passes, so they run on generic-m7 (4 MB + 4 MB) and generic-m7-16mb (QEMU's 16 MB RAM: 10 MB "flash",
+6 MB RAM); the int8 model runs on generic-m7 too, so that its rows compare with the float ones. Its `max rel err`
+is against onnxruntime, which a random-weight MobileNetV2 sets apart by amplifying 1-LSB rounding differences layer
+by layer (docs/int8.md); the builds themselves equal the NumPy integer reference bit for bit.
 """
 
 from __future__ import annotations
@@ -29,11 +34,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TVMP = str(REPO / ".venv" / "bin" / "tvmp")
-#: name -> (width, resolution, board). generic-m7 holds MobileNetV2-0.35 without the passes (no real part does);
-#: MobileNetV2-1.0 needs generic-m7-16mb: 8.9 MB of float weights, and 6 MB of arena without the passes.
-MODELS = {"w0.35@144": (0.35, 144, "generic-m7"), "w1.0@224": (1.0, 224, "generic-m7-16mb")}
+#: name -> (width, resolution, board, int8). generic-m7 holds MobileNetV2-0.35 without the passes (no real part
+#: does); MobileNetV2-1.0 needs generic-m7-16mb: 8.9 MB of float weights, and 6 MB of arena without the passes.
+MODELS = {"w0.35@144": (0.35, 144, "generic-m7", False), "w1.0@224": (1.0, 224, "generic-m7-16mb", False),
+          "w0.35@144-int8": (0.35, 144, "generic-m7", True)}
 CLASSES = 10
-PASS_SETS = {"none": ["reorder-bottleneck", "patch-stage"], "reorder": ["patch-stage"], "reorder+patch": []}
+#: pass set -> (passes disabled, extra compile arguments); "none" disables the float and the int8 reordering.
+PASS_SETS = {"none": (["reorder-bottleneck", "reorder-bottleneck-int8", "patch-stage"], []),
+             "reorder": (["patch-stage"], []), "reorder+patch": ([], []),
+             "reorder+patch, stream": ([], ["--input-mode", "stream"])}
+#: The stream row needs patch-stage on a plain CNN; it is run for the int8 models (the issue's stream target).
+FLOAT_SETS, INT8_SETS = ("none", "reorder", "reorder+patch"), tuple(PASS_SETS)
 
 
 def export(width: float, resolution: int, path: Path) -> None:
@@ -44,6 +55,19 @@ def export(width: float, resolution: int, path: Path) -> None:
 
     model = randomize_weights_(MobileNetV2(width_mult=width, resolution=resolution, num_classes=CLASSES), 0).eval()
     export_onnx(model, model.input_shape, path)
+
+
+def quantize(path: Path, out: Path) -> None:
+    """`tvmp quantize` of the float model with 16 seeded random-normal calibration samples."""
+    import numpy as np
+
+    from tvm_pipeline.frontend.onnx_loader import input_specs, load_onnx
+    from tvm_pipeline.quantize import quantize_model
+
+    (spec,) = input_specs(load_onnx(path))
+    calibration = out.with_suffix(".calibration.npy")
+    np.save(calibration, np.random.default_rng(1).standard_normal((16, *spec.shape[1:])).astype(np.float32))
+    quantize_model(path, calibration, out)
 
 
 def planned_arena(path: Path, disabled: list[str]) -> int:
@@ -59,9 +83,9 @@ def planned_arena(path: Path, disabled: list[str]) -> int:
     return plan_arena(lower_program(tvm_adapter.fuse(mod), rules=[bottleneck.rule]), 16).layout.arena_bytes
 
 
-def measure(path: Path, out: Path, board: str, disabled: list[str]) -> dict:
+def measure(path: Path, out: Path, board: str, disabled: list[str], extra: list[str]) -> dict:
     """Compile and run one configuration; the row's figures."""
-    command = [TVMP, "compile", str(path), "--board", board, "-o", str(out)]
+    command = [TVMP, "compile", str(path), "--board", board, "-o", str(out), *extra]
     for name in disabled:
         command += ["--disable-pass", name]
     start = time.monotonic()
@@ -82,7 +106,7 @@ def measure(path: Path, out: Path, board: str, disabled: list[str]) -> dict:
 
 
 def table(rows: list[tuple[str, str, dict]]) -> str:
-    header = ["model (float32)", "board", "passes", "peak SRAM (measured)", "vs none", "arena (planned)",
+    header = ["model", "board", "passes", "peak SRAM (measured)", "vs none", "arena (planned)",
               "instructions", "vs none", "max rel err", "compile"]
     lines, base = [], {}
     for model, passes, row in rows:
@@ -115,13 +139,19 @@ def main() -> int:
     root.mkdir(parents=True, exist_ok=True)
     rows, notes = [], []
     for name in args.models.split(","):
-        width, resolution, board = MODELS[name]
+        width, resolution, board, int8 = MODELS[name]
         board = args.board or board
-        path = root / f"mobilenetv2_{name.replace('@', '_')}.onnx"
+        path = root / f"mobilenetv2_w{width}_{resolution}.onnx"
         if not path.exists():
             export(width, resolution, path)
-        for passes, disabled in PASS_SETS.items():
-            row = measure(path, root / f"{path.stem}_{passes.replace('+', '_')}", board, disabled)
+        if int8:
+            path, source = path.with_suffix(".int8.onnx"), path
+            if not path.exists():
+                quantize(source, path)
+        for passes in INT8_SETS if int8 else FLOAT_SETS:
+            disabled, extra = PASS_SETS[passes]
+            label = passes.replace("+", "_").replace(", ", "_")
+            row = measure(path, root / f"{path.stem.replace('.', '_')}_{label}", board, disabled, extra)
             rows.append((f"MobileNetV2 {name}", passes, {**row, "board_name": board}))
             print(f"{name} {passes}: {json.dumps({k: v for k, v in row.items() if k != 'patch_note'})}",
                   file=sys.stderr, flush=True)
@@ -131,15 +161,16 @@ def main() -> int:
                 notes.append(f"{name}, {passes}: {row['patch_note']}")
     print(table(rows))
     print()
-    for model in dict.fromkeys(r[0] for r in rows):
-        base, both = (next(r[2] for r in rows if r[0] == model and r[1] == p) for p in ("none", "reorder+patch"))
+    for (model, passes, both) in (r for r in rows if r[1].startswith("reorder+patch")):
+        base = next(r[2] for r in rows if r[0] == model and r[1] == "none")
         if base.get("peak_sram_bytes") and both.get("peak_sram_bytes"):
             ratio = base["peak_sram_bytes"] / both["peak_sram_bytes"]
             slower = both["instructions"] / base["instructions"]
-            print(f"{model}: peak SRAM {ratio:.2f}x lower (target >= 4x: {'met' if ratio >= 4 else 'NOT met'}), "
-                  f"instructions {slower:.3f}x (target <= 1.3x: {'met' if slower <= 1.3 else 'NOT met'})")
+            print(f"{model}, {passes}: peak SRAM {ratio:.2f}x lower (target >= 4x: "
+                  f"{'met' if ratio >= 4 else 'NOT met'}), instructions {slower:.3f}x (target <= 1.3x: "
+                  f"{'met' if slower <= 1.3 else 'NOT met'})")
         else:
-            print(f"{model}: targets not measurable on {both['board_name']} (see the notes)")
+            print(f"{model}, {passes}: targets not measurable on {both['board_name']} (see the notes)")
     print("\n".join(["", "notes:", *(f"  {n}" for n in notes)]))
     return 0
 

@@ -1,5 +1,18 @@
 """Tensor schedules for Cortex-M kernels (TensorIR), and the tuned records shipped with tvm-pipeline.
 
 A schedule rule is a function `rule(sch) -> None` that transforms a `tvm.s_tir.Schedule` over one fused kernel.
-`default.py` holds the rule every kernel gets; pattern-specific rules (the reordered bottleneck) sit beside it.
+`default.py` holds the rule every kernel gets; pattern-specific rules (the reordered bottleneck, the in-place
+depthwise conv) sit beside it and are listed by `pattern_rules`.
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+def pattern_rules(inplace_depthwise: bool = True) -> list[Callable]:
+    """The pattern-specific rules `tvmp compile` tries, in order, before a kernel falls back to the default schedule
+    (tuning records apply only to kernels none of them takes). The patch-stage search and the tuner use the same."""
+    from schedules import bottleneck, depthwise_inplace
+
+    return [bottleneck.rule, *([depthwise_inplace.rule] if inplace_depthwise else [])]

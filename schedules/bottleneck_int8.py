@@ -10,6 +10,8 @@ the residual add in the projection's epilogue or not) as ONE kernel computing ex
     project[o, y, x]       = sum_c int32(depthwise_act[c, y, x]) * int32(w_proj[o, c])                (int32)
     out[0, o, y, x]        = requant_p(project + b_proj[o])  [then the fused residual add with x[0, o, y, x]]
 
+(with a skip_offset (r, c), the add reads x[0, o, y + r, x + c]: x is a patch with a halo, see patch-stage).
+
 Each requantization is the one schedules/int8.py emits for QConv2d (`_requantize`, `_add`), with the same
 multipliers, shifts, zero points and clamp bounds, and every bias already holds `-zp * sum(w)` (int8_ops.QConv2d).
 Integer sums do not depend on their order, so any loop order gives the same integers as the unfused kernels.
@@ -23,16 +25,19 @@ bytes, in the kernel's workspace, which the arena planner places).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from tvm import te, tirx
 
 from schedules.bottleneck import KERNEL_PREFIX as FLOAT_PREFIX, conv_output_size
 from schedules.int8 import _add, _requantize
-from tvm_pipeline.int8_ops import Fold, QAdd, QConv2d
+from tvm_pipeline.int8_ops import Fold, QConv2d, add_fields, add_from_fields
 
 #: Name of the kernels the reorder-bottleneck-int8 pass creates (bottleneck.rule schedules them by this prefix).
 KERNEL_PREFIX = f"{FLOAT_PREFIX}_int8"
+
+#: PrimFunc attribute holding the Int8BottleneckSpec (JSON) a kernel was made from (read back by patch-stage).
+SPEC_ATTR = "tvmp.bottleneck_int8_spec"
 
 #: PrimFunc attribute fold-qdq puts on each QConv2d kernel: the conv's non-array parameters (JSON, see `conv_attr`).
 CONV_ATTR = "tvmp.int8_conv"
@@ -46,11 +51,12 @@ def conv_attr(fold: Fold) -> tuple[str, str]:
     """
     op = fold.op
     assert isinstance(op, QConv2d)
-    residual = None if op.residual is None else [int(v) for v in op.residual.__dict__.values()]
+    residual = None if op.residual is None else add_fields(op.residual)  # QAdd or QAddTFLite
     data = {"weight_shape": [int(d) for d in op.weight.shape], "strides": list(op.strides),
             "padding": list(op.padding), "dilation": list(op.dilation), "groups": op.groups,
             "input_zero_point": op.input_zero_point if any(op.padding) else None,
-            "requant": [op.requant.zero_point, op.requant.lo, op.requant.hi], "residual": residual,
+            "requant": [op.requant.zero_point, op.requant.lo, op.requant.hi, op.requant.dtype,
+                        op.requant.arithmetic], "residual": residual,
             "views": bool(fold.out_views) or any(s.views for s in fold.sources)}
     return CONV_ATTR, json.dumps(data)
 
@@ -65,8 +71,8 @@ class ConvInfo:
     dilation: tuple[int, int]
     groups: int
     input_zero_point: int | None
-    requant: tuple[int, int, int]  # zero point, lo, hi
-    residual: tuple[int, ...] | None  # QAdd fields
+    requant: tuple[int, int, int, str, str]  # zero point, lo, hi, dtype, arithmetic (Requant's fields)
+    residual: tuple | None  # int8_ops.add_fields of the fused add
     views: bool
 
     @staticmethod
@@ -85,11 +91,16 @@ class _Requant:  # what schedules.int8._requantize reads of a Requant
     zero_point: int
     lo: int
     hi: int
+    dtype: str
+    arithmetic: str
 
 
 @dataclass(frozen=True)
 class Int8BottleneckSpec:
-    """Shapes and integer parameters (besides the constant arrays) of one int8 inverted residual with expansion."""
+    """Shapes and integer parameters (besides the constant arrays) of one int8 inverted residual with expansion.
+
+    Activations may be int8 or uint8: `in_dtype` is x's type, each requant tuple ends with the type it stores.
+    """
 
     in_channels: int
     expand_channels: int
@@ -100,10 +111,16 @@ class Int8BottleneckSpec:
     stride: int
     padding: tuple[int, int, int, int]
     dw_input_zero_point: int  # what the depthwise's padding reads
-    expand_requant: tuple[int, int, int]
-    dw_requant: tuple[int, int, int]
-    proj_requant: tuple[int, int, int]
-    residual: tuple[int, ...] | None  # QAdd fields (the projection is operand a, x operand b)
+    expand_requant: tuple[int, int, int, str, str]  # zero point, lo, hi, dtype, arithmetic
+    dw_requant: tuple[int, int, int, str, str]
+    proj_requant: tuple[int, int, int, str, str]
+    residual: tuple | None  # int8_ops.add_fields (the projection is operand a, x operand b)
+    in_dtype: str = "int8"
+    skip_offset: tuple[int, int] = (0, 0)  # the residual reads x[y + rows, x + cols]: x is a patch with a halo
+
+    @property
+    def skip(self) -> bool:
+        return self.residual is not None
 
     @property
     def out_height(self) -> int:
@@ -131,7 +148,7 @@ def kernel(spec: Int8BottleneckSpec):
     cin, hidden, cout, h, w, k, s = (spec.in_channels, spec.expand_channels, spec.out_channels, spec.height,
                                      spec.width, spec.kernel, spec.stride)
     ho, wo, (pt, pl, pb, pr) = spec.out_height, spec.out_width, spec.padding
-    x = te.placeholder((1, cin, h, w), "int8", name="x")
+    x = te.placeholder((1, cin, h, w), spec.in_dtype, name="x")
     params = [x]
 
     def consts(prefix: str, channels: int, weight_shape: tuple[int, ...]):
@@ -151,7 +168,7 @@ def kernel(spec: Int8BottleneckSpec):
     def padded_value(c, y, xx):
         inside = tirx.all(pt <= y, y < h + pt, pl <= xx, xx < w + pl)
         value = _requantize(expand[c, y - pt, xx - pl] + b_e[c], m_e[c], s_e[c], _Requant(*spec.expand_requant))
-        return tirx.if_then_else(inside, value, tirx.const(spec.dw_input_zero_point, "int8"))
+        return tirx.if_then_else(inside, value, tirx.const(spec.dw_input_zero_point, spec.expand_requant[3]))
 
     padded = te.compute((hidden, h + pt + pb, w + pl + pr), padded_value, name="padded")
     ky, kx = te.reduce_axis((0, k), "ky"), te.reduce_axis((0, k), "kx")
@@ -166,8 +183,20 @@ def kernel(spec: Int8BottleneckSpec):
 
     def epilogue(b, o, y, xx):
         conv = _requantize(project[o, y, xx] + b_p[o], m_p[o], s_p[o], _Requant(*spec.proj_requant))
-        return conv if spec.residual is None else _add(QAdd(*spec.residual), conv, x[b, o, y, xx])
+        if spec.residual is None:
+            return conv
+        return _add(add_from_fields(spec.residual), conv, x[b, o, y + spec.skip_offset[0], xx + spec.skip_offset[1]])
 
     out = te.compute((1, cout, ho, wo), epilogue, name="requantize")
     func = te.create_prim_func([*params, out], index_dtype_override="int64")
+    func = func.with_attr(SPEC_ATTR, json.dumps(asdict(spec)))
     return func.with_attr("op_pattern", 8)  # 8 = kOpaque: FuseOps leaves the kernel alone
+
+
+def spec_of(func) -> Int8BottleneckSpec | None:
+    """The spec a `kernel(spec)` PrimFunc was made from (its SPEC_ATTR), None for any other PrimFunc."""
+    attrs = getattr(func, "attrs", None)
+    if attrs is None or SPEC_ATTR not in attrs:
+        return None
+    fields = json.loads(str(attrs[SPEC_ATTR]))
+    return Int8BottleneckSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})

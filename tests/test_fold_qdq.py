@@ -14,7 +14,8 @@ from tvm_pipeline.passes import PIPELINE, fold_qdq
 
 
 def _qdq_model(core: str = "conv", float_io: bool = False) -> onnx.ModelProto:
-    """x -> DequantizeLinear -> Conv(+bias) -> Relu | MaxPool -> QuantizeLinear -> y (int8 I/O unless float_io)."""
+    """x -> DequantizeLinear -> Conv(+bias) -> Relu | MaxPool | Sigmoid -> QuantizeLinear -> y (int8 I/O unless
+    float_io)."""
     rng = np.random.default_rng(0)
     inits = {"sx": np.float32(0.05), "zx": np.int8(-3), "sy": np.float32(0.1), "zy": np.int8(-128),
              "w": rng.integers(-127, 128, (4, 3, 3, 3)).astype(np.int8), "sw": np.full(4, 0.01, np.float32),
@@ -27,9 +28,12 @@ def _qdq_model(core: str = "conv", float_io: bool = False) -> onnx.ModelProto:
                   helper.make_node("Conv", ["xf", "wf", "bf"], ["cf"], pads=[1, 1, 1, 1]),
                   helper.make_node("Relu", ["cf"], ["af"])]
         out_shape = [1, 4, 8, 8]
-    else:
+    elif core == "maxpool":
         nodes += [helper.make_node("MaxPool", ["xf"], ["af"], kernel_shape=[2, 2], strides=[2, 2])]
         out_shape = [1, 3, 4, 4]
+    else:
+        nodes += [helper.make_node("Sigmoid", ["xf"], ["af"])]
+        out_shape = [1, 3, 8, 8]
     nodes.append(helper.make_node("QuantizeLinear", ["af", "sy", "zy"], ["yq"]))
     if float_io:
         nodes = [helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"]), *nodes,
@@ -76,11 +80,20 @@ def test_folded_parameters_fold_zero_point_bias_and_relu():
     assert (conv.requant.zero_point, conv.requant.lo, conv.requant.hi) == (-128, -128, 127)  # ReLU: zp = qmin
 
 
+def test_maxpool_chain_becomes_one_integer_kernel():
+    notes: list[str] = []
+    (call,) = tvm_adapter.dataflow_ops(fold_qdq.run(_import(_qdq_model("maxpool")), notes)).ops
+    assert call.op == "call_tir" and call.args[0] == "xq" and call.type.dtype == "int8"
+    assert [a.tolist() for a in call.args[1:]] == [[1], [1]]  # rescale by sx / sy = 0.05 / 0.1 = 1 * 2^-1
+    assert notes == [f"{fold_qdq.NAME}: 1 quantize chains -> integer kernels (maxpool 1)",
+                     f"{fold_qdq.NAME}: integer only, no float op left"]
+
+
 def test_unfoldable_chain_is_kept_in_float_and_reported():
     notes: list[str] = []
-    after = fold_qdq.run(_import(_qdq_model("maxpool")), notes)
-    assert any("kept gv = quantize(...) in float: no integer kernel for relax.nn.max_pool2d" in n for n in notes)
-    assert any(n.startswith(f"{fold_qdq.NAME}: float ops left: dequantize") and "max_pool2d" in n for n in notes)
+    after = fold_qdq.run(_import(_qdq_model("sigmoid")), notes)
+    assert any("kept gv = quantize(...) in float: no integer kernel for relax.sigmoid" in n for n in notes)
+    assert any(n.startswith(f"{fold_qdq.NAME}: float ops left: dequantize") and "sigmoid" in n for n in notes)
     assert "relax.quantize" in {op.op for op in tvm_adapter.dataflow_ops(after).ops}
 
 

@@ -40,8 +40,12 @@ def compiled_int8(int8_onnx, tmp_path_factory):
 
 
 def _check_int8(out: Path, board: str | None, seed: int):
+    """Run once on a seeded random input: see `check_int8_output`."""
+    return check_int8_output(out, random_input(out, seed), board)
+
+
+def check_int8_output(out: Path, x: np.ndarray, board: str | None = None):
     """Run once; the output must equal the NumPy integer reference and satisfy the 1-LSB rule vs onnxruntime."""
-    x = random_input(out, seed)
     result = evaluate(out, load_board(board) if board else None, x)
     expected = run_reference(out / "reference.onnx", x).reshape(-1)
     assert np.array_equal(np.asarray(result.output, dtype=np.int64), expected.astype(np.int64)), "not bit-exact"

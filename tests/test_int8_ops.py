@@ -7,8 +7,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from tvm_pipeline.int8_ops import (QAdd, QAvgPool, QConv2d, QMatMul, QSoftmax, Requant, activation_range, apply_views,
-                                   multiplier_from_scale, round_shift, rounding_divide)
+from tvm_pipeline.int8_ops import (QAdd, QAvgPool, QConv2d, QMatMul, QMaxPool, QSoftmax, Requant, activation_range,
+                                   apply_views, multiplier_from_scale, round_shift, rounding_divide)
 
 
 def _round_half_even(value: Fraction) -> int:
@@ -129,3 +129,29 @@ def test_views_are_numpy_transpose_reshape_and_slice():
     x = np.arange(24).reshape(1, 2, 3, 4)
     views = (("permute_dims", (0, 2, 3, 1)), ("strided_slice", ((1,), (1,), (3,), (1,))), ("reshape", (1, 16)))
     assert np.array_equal(apply_views(x, views), x.transpose(0, 2, 3, 1)[:, 1:3].reshape(1, 16))
+
+
+def test_uint8_requant_clamps_to_0_255():
+    requant = Requant.from_scale(np.float32(0.5), 128, 0, 255, "uint8")
+    got = requant.apply(np.array([-1000, -3, -1, 0, 1, 3, 1000], np.int64))
+    assert got.dtype == np.uint8 and got.tolist() == [0, 126, 128, 128, 128, 130, 255]  # -1.5 -> -2, 1.5 -> 2
+    assert activation_range(np.float32(0.05), 10, 0.0, np.inf, "uint8") == (10, 255)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8"])
+def test_max_pool_never_takes_padding_and_rescales_the_maximum(dtype):
+    """3x3 / stride 2 / pad 1 / ceil mode on 8x8: every border window overhangs; a direct loop over the real elements
+    only (ONNX pads with -inf) is the reference, then QRescale's arithmetic where the parameters differ."""
+    info = np.iinfo(dtype)
+    x = np.random.default_rng(6).integers(info.min, info.max, (1, 2, 8, 8), endpoint=True).astype(dtype)
+    x[0, 0] = info.min + 1  # a plane of small values: a padding value that won would show
+    oh = 5  # ceil((8 + 2 - 3) / 2) + 1
+    expected = np.empty((1, 2, oh, oh), np.int64)
+    for c, i, j in np.ndindex(2, oh, oh):
+        expected[0, c, i, j] = x[0, c, max(2 * i - 1, 0):2 * i + 2, max(2 * j - 1, 0):2 * j + 2].max()
+    zx = int(info.min) + 100
+    copy = QMaxPool((3, 3), (2, 2), (1, 1, 1, 1), (1, 1), zx, (1, 2, oh, oh), None, int(info.min), int(info.max), dtype)
+    assert copy.reference(x).dtype == np.dtype(dtype) and np.array_equal(copy.reference(x), expected)
+    requant = Requant.from_scale(np.float32(0.3), 7, -128, 127)  # an int8 output: a mixed edge for uint8 inputs
+    rescaled = QMaxPool((3, 3), (2, 2), (1, 1, 1, 1), (1, 1), zx, (1, 2, oh, oh), requant, -128, 127, "int8")
+    assert np.array_equal(rescaled.reference(x), requant.apply(expected - zx))

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tvm_pipeline.lowering.program import Program
-from tvm_pipeline.planner import Buffer, OpGraph, OpNode, Plan, best_order, liveness, plan_buffers
+from tvm_pipeline.planner import (Buffer, OpGraph, OpNode, Plan, best_order, liveness, plan_buffers,
+                                  verify_tensors)
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ def plan_arena(program: Program, alignment: int, algorithm: str = "auto", reorde
     buffers, storage_of = liveness(graph, order)
     plan = plan_buffers(buffers, alignment=alignment, algorithm=algorithm)
     tensor_offsets = {tensor: plan.offsets[storage] for tensor, storage in storage_of.items()}
+    verify_tensors(graph, order, tensor_offsets)  # the in-place merges, checked against the graph itself
     scratch = {n.name: plan.offsets[f"{n.name}.scratch"] for n in graph.nodes if n.scratch}
     layout = ArenaLayout(plan.arena_bytes, tensor_offsets, scratch, list(order))
     return ArenaPlan(layout, plan, buffers, storage_of, graph)

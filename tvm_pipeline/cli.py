@@ -55,6 +55,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         codegen=args.codegen,
         patch_stage=args.patch_stage,
         patch_grid=args.patch_grid,
+        inplace_depthwise=args.inplace_depthwise == "on",
     )
     result = compile_model(Path(args.model), Path(args.output), options)
     memory = result.arena.plan
@@ -189,7 +190,8 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     from tvm_pipeline.quantize import quantize_model
 
     result = quantize_model(Path(args.model), Path(args.calibration), Path(args.output),
-                            normalization=args.normalization, samples=args.samples, float_io=args.float_io)
+                            normalization=args.normalization, samples=args.samples, float_io=args.float_io,
+                            activation_type=args.activation_type)
     print(f"quantized {args.model} -> {result.path} ({result.qdq_nodes} QuantizeLinear/DequantizeLinear nodes, "
           f"calibrated on {result.samples} sample(s))")
     for note in result.notes:
@@ -226,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "after another) or file (the model file's order)")
     p.add_argument("--input-mode", choices=["ram", "stream"], default="ram",
                    help="ram: model_run copies the whole input into SRAM; stream: model_run_stream reads each "
-                        "window the model slices out of the input through a read_patch callback")
+                        "window the model slices out of the input (a plain CNN: the windows of the patches "
+                        "patch-stage splits its first layers into) through a read_patch callback")
     p.add_argument("--tuning", metavar="DIR",
                    help="tuning records from `tvmp tune -o DIR` (default: the shipped ones in schedules/records/)")
     p.add_argument("--codegen", choices=["c", "llvm"], default="c",
@@ -237,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "compile notes; default: searched for the smallest arena)")
     p.add_argument("--patch-grid", type=_grid, metavar="RxC",
                    help="patch-stage pass: R rows x C columns of patches (default: searched)")
+    p.add_argument("--inplace-depthwise", choices=["on", "off"], default="on",
+                   help="on: each depthwise conv copies one input plane at a time into scratch, so the planner may "
+                        "put its output over its input when the input dies there (TinyEngine); off: plain kernels")
     p.set_defaults(func=_cmd_compile)
 
     p = sub.add_parser("tune", help="tune each kernel of a model, measured on the emulated board (resumable)")
@@ -311,7 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--normalization", choices=["unit", "imagenet"], default="unit",
                    help="image scaling: [0, 1], or ImageNet mean/std after that")
     p.add_argument("--float-io", action="store_true",
-                   help="keep a float input and output (default: int8, the scales are printed)")
+                   help="keep a float input and output (default: integer, the scales are printed)")
+    p.add_argument("--activation-type", choices=["int8", "uint8"], default="int8",
+                   help="integer type of activations, input and output (weights are int8 either way)")
     p.set_defaults(func=_cmd_quantize)
 
     p = sub.add_parser("boards", help="list the boards")

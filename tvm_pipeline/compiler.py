@@ -9,19 +9,23 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from schedules import bottleneck as bottleneck_schedule
+from schedules import pattern_rules
 from tvm_pipeline import tvm_adapter
 from tvm_pipeline.atomic_folder import replace_folder
 from tvm_pipeline.arena import ArenaPlan
 from tvm_pipeline.board.boards import Board, load_board
 from tvm_pipeline.codegen import c_emitter
 from tvm_pipeline.errors import UserError
-from tvm_pipeline.frontend import load_model
+from tvm_pipeline.frontend import LoadedModel, load_model
 from tvm_pipeline.lowering.program import Program
-from tvm_pipeline.passes import run_passes, stream_input
+from tvm_pipeline.passes import fold_qdq, run_passes, stream_input
 from tvm_pipeline.tuning.apply import lower_tuned
 from tvm_pipeline.tuning.records import SHIPPED_RECORDS_DIR
+
+if TYPE_CHECKING:
+    import tvm
 
 #: Stack and harness RAM kept free when checking that a model fits a board at compile time.
 STACK_RESERVE_BYTES = 4096
@@ -41,6 +45,7 @@ class CompileOptions:
     codegen: str = "c"  # "llvm": kernels as one object built by TVM's LLVM backend for the board's CPU (kernels.o)
     patch_stage: int | None = None  # patch-stage pass: last layer of the patched stage (None: searched)
     patch_grid: tuple[int, int] | None = None  # patch-stage pass: rows x columns of patches (None: searched)
+    inplace_depthwise: bool = True  # depthwise convs copy each input plane to scratch, may write over their input
 
 
 @dataclass(frozen=True)
@@ -68,14 +73,41 @@ def _check_fits(board: Board, arena_bytes: int, weight_bytes: int) -> None:
         )
 
 
-def _input_mode(mod, mode: str):
-    """`ram`: model_run copies the whole input into the arena. `stream`: it is read window by window."""
-    if mode == "ram":
-        return mod, []
-    if mode != "stream":
+def _stream_before_passes(mod, mode: str) -> bool:
+    """Whether stream-input runs before the passes: for a model that slices its input itself (patch tunnels).
+
+    There it must: fold-qdq absorbs an int8 slice read by one kernel into that kernel's indexing, after which the
+    kernel would read the whole image. Any other model (a plain CNN) streams after the passes, through the windows
+    that patch-stage slices out of the image.
+    """
+    if mode not in ("ram", "stream"):
         raise UserError(f"unknown input mode {mode!r}; choose ram or stream")
-    notes: list[str] = []
-    return stream_input.run(mod, notes), notes
+    return mode == "stream" and stream_input.reads_slices_only(mod)
+
+
+def fused_graph(loaded: LoadedModel, options: CompileOptions) -> tuple[tvm.IRModule, list[str], str | None]:
+    """The imported model through stream-input (where it goes first), the pass pipeline and operator fusion, as
+    `compile_model` lowers it (the tuner plans with the same): (fused module, notes, the int8 kernels' arithmetic,
+    None when there are none)."""
+    mod, notes = loaded.mod, []
+    early = _stream_before_passes(mod, options.input_mode)
+    if early:
+        mod = stream_input.run(mod, notes)
+    patching = {k: v for k, v in (("stage", options.patch_stage), ("grid", options.patch_grid)) if v is not None}
+    late = options.input_mode == "stream" and not early
+    if late and "patch-stage" not in options.disabled_passes:
+        patching["stream"] = True  # patch-stage must split, reading the image in windows
+    pass_options = {"patch-stage": patching}
+    arithmetic = fold_qdq.ARITHMETIC_OF_FORMAT[loaded.format]  # a .tflite model follows the TFLite interpreter
+    if fold_qdq.NAME not in options.disabled_passes:
+        pass_options[fold_qdq.NAME] = {"arithmetic": arithmetic}
+    mod, pass_notes = run_passes(mod, options.disabled_passes, pass_options)
+    notes += pass_notes
+    if late:
+        mod = stream_input.run(mod, notes)
+    fused = tvm_adapter.fuse(mod)
+    folded = any(n.startswith(f"{fold_qdq.NAME}: ") and fold_qdq.FOLDED in n for n in pass_notes)
+    return fused, notes, arithmetic if folded else None
 
 
 def compile_model(model_path: Path, out_dir: Path, options: CompileOptions = CompileOptions()) -> CompileResult:
@@ -86,13 +118,9 @@ def compile_model(model_path: Path, out_dir: Path, options: CompileOptions = Com
         raise UserError(f"unknown execution order {options.order!r}; choose best or file")
     loaded = load_model(model_path, options.input_shapes)
     spec = loaded.input
-    mod, notes = _input_mode(loaded.mod, options.input_mode)
-    patching = {k: v for k, v in (("stage", options.patch_stage), ("grid", options.patch_grid)) if v is not None}
-    mod, pass_notes = run_passes(mod, options.disabled_passes, {"patch-stage": patching})
-    notes += pass_notes
-    fused = tvm_adapter.fuse(mod)
+    fused, notes, arithmetic = fused_graph(loaded, options)
     # records applied where they match, never growing arena or stack; codegen "llvm" builds kernels.o
-    lowered = lower_tuned(fused, board, [bottleneck_schedule.rule], options.tuning or SHIPPED_RECORDS_DIR,
+    lowered = lower_tuned(fused, board, pattern_rules(options.inplace_depthwise), options.tuning or SHIPPED_RECORDS_DIR,
                           options.codegen, options.planner, reorder=options.order == "best")
     program, arena = lowered.program, lowered.arena
     program.notes.extend([*loaded.notes, *notes, *lowered.notes])
@@ -119,7 +147,9 @@ def compile_model(model_path: Path, out_dir: Path, options: CompileOptions = Com
         "weight_bytes": program.weight_bytes,
         "disabled_passes": sorted(options.disabled_passes),
         "input_mode": options.input_mode,
+        "inplace_depthwise": options.inplace_depthwise,
         "codegen": options.codegen,
+        "int8_arithmetic": arithmetic,
         "tuning": lowered.tuning,
         "notes": program.notes,
     }, indent=2) + "\n"

@@ -111,16 +111,34 @@ def _run_tflite_interpreter(model_file: Path, name: str, x: np.ndarray) -> np.nd
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
 
+#: Host bytes TFLM's interpreter may allocate for a reference run (its arena: far above any model a board holds).
+_TFLM_ARENA_BYTES = 16 << 20
+
+
+def _run_tflite_micro(model_file: Path, name: str, x: np.ndarray) -> np.ndarray:
+    """TensorFlow Lite Micro's reference kernels (the `tflite-micro` package, on this host): the reference of an int8
+    .tflite build, which computes TFLite's fixed-point arithmetic. LiteRT's reference fully connected kernel
+    requantizes in double instead, and differs from TFLM by 1-2 LSB (docs/int8.md)."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    interpreter = runtime.Interpreter.from_file(str(model_file), arena_size=_TFLM_ARENA_BYTES)
+    interpreter.set_input(x, 0)
+    interpreter.invoke()
+    return interpreter.get_output(0)
+
+
 #: The runtime that runs a reference model, by the reference file's suffix.
 _REFERENCE_RUNTIMES = {".onnx": _run_onnxruntime, ".tflite": _run_tflite_interpreter}
 
 
 def reference_output(model_dir: Path, x: np.ndarray) -> np.ndarray:
-    """The source model's output, run by its own format's runtime (onnxruntime, or the TFLite interpreter)."""
+    """The source model's output, run by its own format's runtime (onnxruntime; LiteRT for a float .tflite, TFLM for
+    an int8 one)."""
     meta, _ = model_metadata(model_dir)
     reference = Path(model_dir) / meta.get("reference", "reference.onnx")  # folders from before TFLite support
     spec = meta["inputs"][0]
-    return _REFERENCE_RUNTIMES[reference.suffix](reference, spec["name"], x.reshape(spec["shape"]))
+    run = _run_tflite_micro if meta.get("int8_arithmetic") == "tflite" else _REFERENCE_RUNTIMES[reference.suffix]
+    return run(reference, spec["name"], x.reshape(spec["shape"]))
 
 
 def load_input(model_dir: Path, path: Path | None) -> np.ndarray:

@@ -1,19 +1,26 @@
 """The integer operators of the int8 path: their parameters as plain data, and their exact NumPy arithmetic.
 
+Activations are int8 or uint8 (`ACTIVATION_DTYPES`): the arithmetic only ever uses `q - zero_point`, so both run
+the same integers; each operator's `dtype` (or its Requant's) is the type it stores, `lo`/`hi` lie within it.
+
 `passes/fold_qdq.py` turns `quantize(op(dequantize(x), dequantize(w)))` chains into these; `tvm_adapter` writes
 each as one TensorIR kernel doing the same integer arithmetic; `int8_reference` runs them with the `reference`
 methods here, so the board's output can be checked against NumPy bit for bit.
 
 Arithmetic (see docs/int8.md for the why):
-- accumulation in int32 of int8 x int8 products, the input zero point folded into the bias (padding reads the
+- accumulation in int32 of (u)int8 x int8 products, the input zero point folded into the bias (padding reads the
   input zero point, so the fold is exact at borders);
 - requantization `y = clamp(round(acc * M * 2^-shift) + zp, lo, hi)` with the 64-bit product, where M * 2^-shift
   is *exactly* the float32 scale onnxruntime computes for that op (M has at most 24 significant bits); rounding is
   half to even, like onnxruntime's float requantization; `lo`/`hi` carry a fused ReLU / ReLU6;
 - residual add rescales both inputs onto one shift; average pooling sums in int32 and requantizes;
 - concat rescales each input onto the output's parameters (a copy where they are equal);
+- max pooling takes the window maximum of the integers (dequantize is increasing), then rescales like QRescale
+  when the output's parameters differ;
 - softmax uses a 256-entry exp table (2^K * exp(-s * d) for the distance d to the row's maximum) and one
-  rounding integer division per element.
+  rounding integer division per element;
+- TFLite's own arithmetic, which fold-qdq uses for `.tflite` models so that they equal TFLM: `Requant` "tflite"
+  (Q31 multiplier, two roundings), `QAddTFLite`, `QAvgPoolTFLite` (`tflite_multiplier`, `tflite_scale`).
 """
 
 from __future__ import annotations
@@ -21,6 +28,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+#: The integer types an activation may have (weights are int8).
+ACTIVATION_DTYPES = ("int8", "uint8")
 
 #: Largest right shift kept; a real shift above it rounds every product of an int32 and a 24-bit multiplier to 0.
 MAX_SHIFT = 62
@@ -75,20 +85,70 @@ def activation_range(scale: float, zero_point: int, real_lo: float, real_hi: flo
     return lo, hi
 
 
+# --- TFLite's fixed-point steps (tensorflow/lite/kernels/internal: quantization_util.cc, common.h, gemmlowp) ---
+
+def tflite_multiplier(real: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """TFLite's QuantizeMultiplier, elementwise: double(s) > 0 -> (Q31 multiplier in [2^30, 2^31), exponent), int64.
+
+    real ~= multiplier * 2^(exponent - 31): frexp's mantissa times 2^31 rounded half away from zero (std::round),
+    2^31 folded back to 2^30 with the exponent one higher; an exponent below -31 flushes the multiplier to 0.
+    """
+    real = np.atleast_1d(np.asarray(real, dtype=np.float64))
+    if np.any(real <= 0) or not np.all(np.isfinite(real)):
+        raise ValueError(f"TFLite multipliers need finite scales > 0, got {real}")
+    mantissa, exponent = np.frexp(real)
+    fixed = np.floor(mantissa * (1 << 31) + 0.5).astype(np.int64)  # exact: 53 mantissa bits, 31 above the point
+    carry = fixed == 1 << 31
+    fixed, exponent = np.where(carry, fixed // 2, fixed), np.where(carry, exponent + 1, exponent).astype(np.int64)
+    flushed = exponent < -31
+    return np.where(flushed, 0, fixed), np.where(flushed, 0, exponent)
+
+
+def tflite_scale(x: np.ndarray, multiplier: np.ndarray | int, exponent: np.ndarray | int) -> np.ndarray:
+    """TFLite's MultiplyByQuantizedMultiplier(x, m, e) (double rounding, TFLM's default) for int32 x, 0 <= m < 2^31:
+    RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(x << max(e, 0), m), max(-e, 0)), in the closed form the
+    kernels compute:
+
+    - SaturatingRoundingDoublingHighMul: `(v m + nudge) / 2^31` truncated toward zero, nudge 2^30 (v m >= 0) or
+      1 - 2^30, is `(v m + 2^30) >> 31` either way (ties up); m >= 0 never saturates (that needs m = INT32_MIN).
+    - RoundingDivideByPOT(h, r): h / 2^r rounded half away from zero, `(h + 2^(r-1) - (h < 0)) >> r` for r >= 1.
+      The sign of x may stand in for the sign of h: they differ only where h == 0, which rounds to 0 either way.
+    tests/test_int8_ops.py checks this against a line-by-line transcription of TFLite's code.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    exponent = np.asarray(exponent, dtype=np.int64)
+    left, right = np.maximum(exponent, 0), np.maximum(-exponent, 0)
+    high = ((x << left) * np.asarray(multiplier, dtype=np.int64) + (1 << 30)) >> 31
+    return (high + ((np.int64(1) << right) >> 1) + np.where(right > 0, x >> 63, 0)) >> right
+
+
 @dataclass(frozen=True)
 class Requant:
-    """acc -> clamp(round_shift(acc * multiplier, shift) + zero_point, lo, hi), per channel or per tensor."""
+    """acc -> clamp(round_shift(acc * multiplier, shift) + zero_point, lo, hi) as dtype, per channel or per tensor.
+
+    `arithmetic` "tflite": clamp(tflite_scale(acc, multiplier, shift) + zero_point, lo, hi) instead, with TFLite's
+    Q31 multiplier and signed exponent (its conv, depthwise, fully connected and requantize kernels).
+    """
 
     multiplier: np.ndarray  # int32, shape (C,) or (1,)
     shift: np.ndarray  # int32, same shape
     zero_point: int
     lo: int
     hi: int
+    dtype: str = "int8"  # the stored type: int8 or uint8; [lo, hi] lies within it
+    arithmetic: str = "onnxruntime"  # or "tflite"
 
     @staticmethod
-    def from_scale(scale: np.ndarray | float, zero_point: int, lo: int, hi: int) -> Requant:
+    def from_scale(scale: np.ndarray | float, zero_point: int, lo: int, hi: int, dtype: str = "int8") -> Requant:
         multiplier, shift = multiplier_from_scale(scale)
-        return Requant(multiplier.astype(np.int32), shift.astype(np.int32), int(zero_point), int(lo), int(hi))
+        return Requant(multiplier.astype(np.int32), shift.astype(np.int32), int(zero_point), int(lo), int(hi), dtype)
+
+    @staticmethod
+    def from_tflite_scale(real: np.ndarray | float, zero_point: int, lo: int, hi: int, dtype: str = "int8") -> Requant:
+        """TFLite's requantization for the double scale(s) `real` (derived from the float32 scales as TFLite does)."""
+        multiplier, exponent = tflite_multiplier(real)
+        return Requant(multiplier.astype(np.int32), exponent.astype(np.int32), int(zero_point), int(lo), int(hi),
+                       dtype, "tflite")
 
     def apply(self, acc: np.ndarray, channel_axis: int = 1) -> np.ndarray:
         """Requantize an int accumulator whose channels lie along `channel_axis`."""
@@ -97,8 +157,11 @@ class Requant:
             shape[channel_axis] = self.multiplier.size
         multiplier = self.multiplier.astype(np.int64).reshape(shape)
         shift = self.shift.astype(np.int64).reshape(shape)
-        rounded = round_shift(acc.astype(np.int64) * multiplier, shift)
-        return np.clip(rounded + self.zero_point, self.lo, self.hi).astype(np.int8)
+        if self.arithmetic == "tflite":
+            rounded = tflite_scale(acc, multiplier, shift)
+        else:
+            rounded = round_shift(acc.astype(np.int64) * multiplier, shift)
+        return np.clip(rounded + self.zero_point, self.lo, self.hi).astype(self.dtype)
 
 
 def _padded(x: np.ndarray, padding: tuple[int, int, int, int], value: int) -> np.ndarray:
@@ -133,7 +196,7 @@ class QConv2d:
     dilation: tuple[int, int]
     groups: int
     requant: Requant
-    residual: QAdd | None = None
+    residual: AddOp | None = None
 
     def reference(self, x: np.ndarray, skip: np.ndarray | None = None) -> np.ndarray:
         conv = self._conv(x)
@@ -188,30 +251,100 @@ class QAdd:
     zero_point: int
     lo: int
     hi: int
+    dtype: str = "int8"
 
     def swapped(self) -> QAdd:
         """The same add with its operands exchanged."""
         return QAdd(self.zero_point_b, self.zero_point_a, self.multiplier_b, self.multiplier_a, self.shift,
-                    self.zero_point, self.lo, self.hi)
+                    self.zero_point, self.lo, self.hi, self.dtype)
 
     @staticmethod
     def from_scales(scale_a: float, zero_point_a: int, scale_b: float, zero_point_b: int, scale: float,
-                    zero_point: int, lo: int, hi: int) -> QAdd:
+                    zero_point: int, lo: int, hi: int, dtype: str = "int8") -> QAdd:
         """Ratios sa/sc and sb/sc are taken in float32 (as onnxruntime does), then put on one exact shift."""
         ratio_a = np.float32(scale_a) / np.float32(scale)
         ratio_b = np.float32(scale_b) / np.float32(scale)
         (ma,), (sa,) = multiplier_from_scale(ratio_a)
         (mb,), (sb,) = multiplier_from_scale(ratio_b)
-        # (a - za) fits 9 bits: keep each product below 2^54 by giving up low multiplier bits when the ratios
-        # differ by more than 2^20 (the smaller term is then far below half an output step).
+        # (a - za) fits 9 bits (int8 or uint8): keep each product below 2^54 by giving up low multiplier bits when
+        # the ratios differ by more than 2^20 (the smaller term is then far below half an output step).
         shift = int(min(max(sa, sb), min(sa, sb) + 20))
         ma, mb = _on_shift(int(ma), int(sa), shift), _on_shift(int(mb), int(sb), shift)
-        return QAdd(int(zero_point_a), int(zero_point_b), ma, mb, shift, int(zero_point), int(lo), int(hi))
+        return QAdd(int(zero_point_a), int(zero_point_b), ma, mb, shift, int(zero_point), int(lo), int(hi), dtype)
 
     def reference(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         total = (a.astype(np.int64) - self.zero_point_a) * self.multiplier_a
         total = total + (b.astype(np.int64) - self.zero_point_b) * self.multiplier_b
-        return np.clip(round_shift(total, self.shift) + self.zero_point, self.lo, self.hi).astype(np.int8)
+        return np.clip(round_shift(total, self.shift) + self.zero_point, self.lo, self.hi).astype(self.dtype)
+
+
+@dataclass(frozen=True)
+class QAddTFLite:
+    """TFLite's int8 Add (reference_integer_ops::AddFunc, what TFLM and the TFLite interpreter compute):
+
+    c = clamp(scale(scale((a - za) << 20, Ma, Ea) + scale((b - zb) << 20, Mb, Eb), M, E) + zp, lo, hi)
+
+    `scale` is `tflite_scale` (Q31 multiplier, exponent <= 0), with the multipliers TFLite derives in double from
+    the float32 scales (add.cc, CalculateOpDataAdd). Every intermediate fits int32, as in TFLite's int32 code.
+    """
+
+    zero_point_a: int
+    zero_point_b: int
+    multiplier_a: int
+    exponent_a: int
+    multiplier_b: int
+    exponent_b: int
+    output_multiplier: int
+    output_exponent: int
+    zero_point: int
+    lo: int
+    hi: int
+    dtype: str = "int8"
+
+    #: Both inputs are shifted left by this many bits before scaling (TFLite's int8 `left_shift`).
+    LEFT_SHIFT = 20
+
+    def swapped(self) -> QAddTFLite:
+        """The same add with its operands exchanged."""
+        return QAddTFLite(self.zero_point_b, self.zero_point_a, self.multiplier_b, self.exponent_b, self.multiplier_a,
+                          self.exponent_a, self.output_multiplier, self.output_exponent, self.zero_point, self.lo,
+                          self.hi, self.dtype)
+
+    @staticmethod
+    def from_scales(scale_a: float, zero_point_a: int, scale_b: float, zero_point_b: int, scale: float,
+                    zero_point: int, lo: int, hi: int, dtype: str = "int8") -> QAddTFLite:
+        """add.cc: twice the larger input scale, each ratio and the output's in double (the scales are float32)."""
+        scale_a, scale_b, scale = (float(np.float32(s)) for s in (scale_a, scale_b, scale))
+        twice_max = 2.0 * max(scale_a, scale_b)
+        reals = (scale_a / twice_max, scale_b / twice_max, twice_max / ((1 << QAddTFLite.LEFT_SHIFT) * scale))
+        if not all(0.0 < r < 1.0 for r in reals):  # TFLite's QuantizeMultiplierSmallerThanOneExp checks the same
+            raise ValueError(f"add scales {scale_a}, {scale_b} -> {scale} are outside TFLite's integer add's range")
+        (ma, ea), (mb, eb), (m, e) = ((int(v[0]) for v in tflite_multiplier(r)) for r in reals)
+        return QAddTFLite(int(zero_point_a), int(zero_point_b), ma, ea, mb, eb, m, e, int(zero_point), int(lo),
+                          int(hi), dtype)
+
+    def reference(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        scaled_a = tflite_scale((a.astype(np.int64) - self.zero_point_a) << self.LEFT_SHIFT, self.multiplier_a,
+                                self.exponent_a)
+        scaled_b = tflite_scale((b.astype(np.int64) - self.zero_point_b) << self.LEFT_SHIFT, self.multiplier_b,
+                                self.exponent_b)
+        total = tflite_scale(scaled_a + scaled_b, self.output_multiplier, self.output_exponent) + self.zero_point
+        return np.clip(total, self.lo, self.hi).astype(self.dtype)
+
+
+#: A residual or elementwise add, in onnxruntime's arithmetic or TFLite's.
+AddOp = QAdd | QAddTFLite
+_ADD_KINDS = {kind.__name__: kind for kind in (QAdd, QAddTFLite)}
+
+
+def add_fields(op: AddOp) -> list:
+    """The add as JSON-able plain values (its kind, then its fields), for the PrimFunc attributes later passes read."""
+    return [type(op).__name__, *op.__dict__.values()]
+
+
+def add_from_fields(fields) -> AddOp:
+    """The add `add_fields` wrote."""
+    return _ADD_KINDS[fields[0]](*fields[1:])
 
 
 @dataclass(frozen=True)
@@ -239,6 +372,31 @@ class QAvgPool:
 
 
 @dataclass(frozen=True)
+class QAvgPoolTFLite:
+    """TFLite's int8 average pooling without padding (reference_integer_ops::AveragePool): the mean of the raw
+    integers, `(sum +- count / 2) / count` truncated toward zero (half away from zero), clamped. Input and output
+    share their (scale, zero point), as TFLite's AVERAGE_POOL_2D requires, so no rescaling takes place.
+    """
+
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    out_shape: tuple[int, ...]  # (N, C, OH, OW)
+    lo: int
+    hi: int
+    dtype: str = "int8"
+
+    @property
+    def count(self) -> int:
+        return self.kernel[0] * self.kernel[1]
+
+    def reference(self, x: np.ndarray) -> np.ndarray:
+        total = _windows(x.astype(np.int64), self.kernel, self.strides, (1, 1)).sum(axis=(4, 5))
+        half = self.count // 2
+        mean = np.where(total > 0, (total + half) // self.count, -((half - total) // self.count))
+        return np.clip(mean, self.lo, self.hi).astype(self.dtype).reshape(self.out_shape)
+
+
+@dataclass(frozen=True)
 class QSoftmax:
     """Softmax over the last axis, integer only.
 
@@ -253,9 +411,11 @@ class QSoftmax:
     zero_point: int
     lo: int
     hi: int
+    dtype: str = "int8"
 
     @staticmethod
-    def from_scales(input_scale: float, output_scale: float, zero_point: int, lo: int, hi: int, length: int) -> QSoftmax:
+    def from_scales(input_scale: float, output_scale: float, zero_point: int, lo: int, hi: int, length: int,
+                    dtype: str = "int8") -> QSoftmax:
         mantissa, exponent = np.frexp(np.float64(np.float32(output_scale)))
         denominator_multiplier = int(mantissa * (1 << 24))
         numerator_shift = 24 - int(exponent)
@@ -266,9 +426,9 @@ class QSoftmax:
         bits = min(30, 62 - numerator_shift, 62 - denominator_multiplier.bit_length() - int(length).bit_length())
         if numerator_shift < 0 or bits < 16:
             raise ValueError(f"softmax output scale {output_scale} is outside the integer softmax's range")
-        distance = np.arange(256, dtype=np.float64)
+        distance = np.arange(256, dtype=np.float64)  # max(x) - x of an int8 or uint8 row
         table = np.rint(np.exp(-np.float64(np.float32(input_scale)) * distance) * (1 << bits)).astype(np.int32)
-        return QSoftmax(table, numerator_shift, denominator_multiplier, int(zero_point), int(lo), int(hi))
+        return QSoftmax(table, numerator_shift, denominator_multiplier, int(zero_point), int(lo), int(hi), dtype)
 
     def reference(self, x: np.ndarray) -> np.ndarray:
         x = x.astype(np.int64)
@@ -276,7 +436,7 @@ class QSoftmax:
         numerator = t << self.numerator_shift
         denominator = t.sum(axis=-1, keepdims=True) * self.denominator_multiplier
         y = rounding_divide(numerator, denominator) + self.zero_point
-        return np.clip(y, self.lo, self.hi).astype(np.int8)
+        return np.clip(y, self.lo, self.hi).astype(self.dtype)
 
 
 @dataclass(frozen=True)
@@ -295,7 +455,7 @@ class QRescale:
 
 @dataclass(frozen=True)
 class QConcat:
-    """Concatenation along `axis` of int8 inputs with their own (scale, zero point) onto the output's.
+    """Concatenation along `axis` of integer inputs with their own (scale, zero point) onto the output's.
 
     Input i is rescaled like QRescale, `requants[i](x_i - input_zero_points[i])` with the scale s_i / s_y in
     float32; `requants[i]` is None where (s_i, z_i) == (s_y, z_y): a plain copy (clamped to lo/hi, a fused ReLU).
@@ -306,14 +466,15 @@ class QConcat:
     requants: tuple[Requant | None, ...]  # per input, per tensor
     lo: int
     hi: int
+    dtype: str = "int8"
 
     @staticmethod
     def from_scales(axis: int, inputs: list[tuple[float, int]], scale: float, zero_point: int, lo: int,
-                    hi: int) -> QConcat:
+                    hi: int, dtype: str = "int8") -> QConcat:
         requants = tuple(None if (np.float32(s), int(z)) == (np.float32(scale), int(zero_point))
-                         else Requant.from_scale(np.float32(s) / np.float32(scale), zero_point, lo, hi)
+                         else Requant.from_scale(np.float32(s) / np.float32(scale), zero_point, lo, hi, dtype)
                          for s, z in inputs)
-        return QConcat(int(axis), tuple(int(z) for _, z in inputs), requants, int(lo), int(hi))
+        return QConcat(int(axis), tuple(int(z) for _, z in inputs), requants, int(lo), int(hi), dtype)
 
     @property
     def multipliers(self) -> np.ndarray:
@@ -326,12 +487,46 @@ class QConcat:
         return np.array([1 if r is None else int(r.shift[0]) for r in self.requants], np.int32)
 
     def reference(self, *inputs: np.ndarray) -> np.ndarray:
-        parts = [np.clip(x.astype(np.int64), self.lo, self.hi).astype(np.int8) if r is None
+        parts = [np.clip(x.astype(np.int64), self.lo, self.hi).astype(self.dtype) if r is None
                  else r.apply(x.astype(np.int64) - z) for x, z, r in zip(inputs, self.input_zero_points, self.requants)]
         return np.concatenate(parts, axis=self.axis)
 
 
-IntegerOp = QConv2d | QMatMul | QAdd | QAvgPool | QSoftmax | QRescale | QConcat
+@dataclass(frozen=True)
+class QMaxPool:
+    """Max pooling of the integers: dequantize is increasing (scale > 0), so max commutes with it.
+
+    Padding (and a ceil-mode window's overhang) reads the input type's minimum, which never wins over the real
+    element every window holds (ONNX pads MaxPool with -inf). `requant` None: the output has the input's (scale,
+    zero point) and y = clamp(max, lo, hi); else y = requant(max - input_zero_point), QRescale's arithmetic.
+    """
+
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    padding: tuple[int, int, int, int]  # top, left, bottom, right
+    dilation: tuple[int, int]
+    input_zero_point: int
+    out_shape: tuple[int, int, int, int]  # (N, C, OH, OW); with ceil mode the last windows overhang the padding
+    requant: Requant | None  # per tensor
+    lo: int
+    hi: int
+    dtype: str = "int8"
+
+    def reference(self, x: np.ndarray) -> np.ndarray:
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilation
+        top, left, bottom, right = self.padding
+        oh, ow = self.out_shape[2:]
+        bottom = max(bottom, (oh - 1) * sh + dh * (kh - 1) + 1 - x.shape[2] - top)  # ceil-mode overhang
+        right = max(right, (ow - 1) * sw + dw * (kw - 1) + 1 - x.shape[3] - left)
+        padded = _padded(x, (top, left, bottom, right), int(np.iinfo(x.dtype).min))
+        window_max = _windows(padded, self.kernel, self.strides, self.dilation)[:, :, :oh, :ow].max(axis=(4, 5))
+        if self.requant is None:
+            return np.clip(window_max, self.lo, self.hi).astype(self.dtype)
+        return self.requant.apply(window_max - self.input_zero_point)
+
+
+IntegerOp = (QConv2d | QMatMul | QAdd | QAddTFLite | QAvgPool | QAvgPoolTFLite | QSoftmax | QRescale | QConcat
+             | QMaxPool)
 
 #: An int8 layout change a kernel applies to its input while reading it: ("permute_dims", axes), ("reshape", shape)
 #: or ("strided_slice", (axes, begins, ends, strides)).
@@ -373,5 +568,5 @@ class Fold:
     def reference(self, *inputs: np.ndarray) -> np.ndarray:
         """The fold's output from its sources' values (before their views)."""
         seen = [apply_views(x, s.views) for x, s in zip(inputs, self.sources)]
-        result = seen[0].astype(np.int8) if self.op is None else self.op.reference(*seen)
+        result = seen[0] if self.op is None else self.op.reference(*seen)
         return apply_views(result, self.out_views)

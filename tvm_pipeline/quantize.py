@@ -1,10 +1,11 @@
 """`tvmp quantize`: post-training static quantization of a float ONNX model into an int8 QDQ model.
 
-onnxruntime's quantizer does the work (QDQ format, int8 activations with zero points, per-channel symmetric int8
-weights, int32 biases, MinMax calibration); it also removes a ReLU / ReLU6 whose range the output quantization
-already clamps. Calibration data: an .npy batch (N x the input's shape without the batch, or one sample), or a
-folder of images resized to the input's size and scaled to [0, 1] (optionally ImageNet-normalized). The result
-takes and returns int8 (`frontend/qdq_io.py`) unless float I/O is asked for; the scales of both are printed.
+onnxruntime's quantizer does the work (QDQ format, int8 activations with zero points (uint8 on request:
+onnxruntime's own default), per-channel symmetric int8 weights, int32 biases, MinMax calibration); it also removes a
+ReLU / ReLU6 whose range the output quantization already clamps. Calibration data: an .npy batch (N x the input's
+shape without the batch, or one sample), or a folder of images resized to the input's size and scaled to [0, 1]
+(optionally ImageNet-normalized). The result takes and returns the activation type (`frontend/qdq_io.py`) unless
+float I/O is asked for; the scales of both are printed.
 """
 
 from __future__ import annotations
@@ -123,13 +124,19 @@ def _drop_unused_constants(model: onnx.ModelProto) -> None:
 
 
 def quantize_model(model_path: Path, calibration: Path, out_path: Path, *, normalization: str = "unit",
-                   samples: int = 256, float_io: bool = False, share: bool = True) -> QuantizeResult:
+                   samples: int = 256, float_io: bool = False, share: bool = True,
+                   activation_type: str = "int8") -> QuantizeResult:
     """Quantize `model_path` with calibration data from `calibration`; write the QDQ model to `out_path`.
+
+    `activation_type`: "int8" or "uint8" activations (and model input/output); weights are int8 either way.
 
     `share`: give structurally identical tensors (weight-shared patch tunnels) one quantization (qdq_sharing.py).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    quant_types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+    if activation_type not in quant_types:
+        raise UserError(f"activation type {activation_type!r}: expected one of {', '.join(quant_types)}")
     model = load_onnx(Path(model_path))
     (spec,) = input_specs(model)
     if spec.dtype != "float32":
@@ -140,7 +147,7 @@ def quantize_model(model_path: Path, calibration: Path, out_path: Path, *, norma
     with tempfile.TemporaryDirectory(prefix="tvmp-quantize-") as tmp, _quiet_root_logger():
         quantized = Path(tmp) / "quantized.onnx"
         quantize_static(str(model_path), str(quantized), _reader(spec.name, batch), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+                        activation_type=quant_types[activation_type], weight_type=QuantType.QInt8, per_channel=True,
                         calibrate_method=CalibrationMethod.MinMax,
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         result = onnx.load(str(quantized))

@@ -21,7 +21,7 @@ class Kernel:
     params: tuple[KernelParam, ...]
     workspace_bytes: int
     tir_name: str  # the fused TensorIR function it came from (for reports and tuning records)
-    inplace_params: tuple[int, ...] = ()  # parameters the output may overwrite element by element
+    inplace_params: tuple[int, ...] = ()  # inputs the output may overwrite: element or channel plane at a time
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """How fold-qdq reads quantized values out of the dataflow view (no rewriting here).
 
-- `activation(graph, var)`: a float var that is `views(dequantize(x))` of an int8 tensor -> (Source, scale, zero point);
-  int8 transposes/reshapes/slices that only the kernel reads are absorbed into the Source.
+- `activation(graph, var)`: a float var that is `views(dequantize(x))` of an int8 or uint8 tensor -> (Source, scale,
+  zero point); integer transposes/reshapes/slices that only the kernel reads are absorbed into the Source.
 - `quantized_constant(graph, var)`: `views(dequantize(W))` (or `dequantize(quantize(W_float))`, a QAT export) ->
   the integers with their scale and zero point broadcast to the constant's full shape.
 - `bias(...)`: a conv/matmul bias in accumulator units; `per_channel`, `scalar`, `to_int32`: checked reads.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tvm_pipeline.int8_ops import Fold, Source, apply_views
+from tvm_pipeline.int8_ops import ACTIVATION_DTYPES, Fold, Source, apply_views
 from tvm_pipeline.tvm_adapter import DataflowOp, DataflowView
 
 VIEW_OPS = ("relax.reshape", "relax.permute_dims", "relax.strided_slice")
@@ -37,6 +37,10 @@ class Graph:
     def single_use(self, var: str) -> bool:
         return self.view.users.get(var, 0) == 1
 
+    def dtype(self, var: str) -> str:
+        """The element type of a tensor of the graph."""
+        return self.view.types[var].dtype
+
 
 def view_of(op: DataflowOp) -> tuple[str, tuple]:
     if op.op == "relax.permute_dims":
@@ -55,7 +59,7 @@ def absorb(graph: Graph, var: str) -> Source:
             var, views = source.var, source.views + views
             continue
         op = graph.op(var)
-        if op is None or op.op not in VIEW_OPS or op.type is None or op.type.dtype != "int8":
+        if op is None or op.op not in VIEW_OPS or op.type is None or op.type.dtype not in ACTIVATION_DTYPES:
             break
         var, views = op.args[0], (view_of(op),) + views
     return Source(var, views)
@@ -68,15 +72,15 @@ def scalar(value, what: str) -> np.generic:
 
 
 def activation(graph: Graph, var: str, absorb_views: bool = True) -> tuple[Source, float, int]:
-    """(int8 source, scale, zero point) of a float var that is `views(dequantize(x))` of an int8 activation."""
+    """(source, scale, zero point) of a float var that is `views(dequantize(x))` of an int8/uint8 activation."""
     op = graph.op(var)
     if op is not None and op.op in VIEW_OPS:
         source, scale, zero_point = activation(graph, op.args[0], absorb_views)
         return Source(source.var, source.views + (view_of(op),)), scale, zero_point
     if op is None or op.op != "relax.dequantize" or not isinstance(op.args[0], str):
-        raise NoMatch(f"input {var} is not a dequantized int8 tensor ({op.op if op else 'graph input'})")
-    if graph.view.types.get(op.args[0]) is None or graph.view.types[op.args[0]].dtype != "int8":
-        raise NoMatch(f"input {var} dequantizes a non-int8 tensor")
+        raise NoMatch(f"input {var} is not a dequantized integer tensor ({op.op if op else 'graph input'})")
+    if graph.view.types.get(op.args[0]) is None or graph.view.types[op.args[0]].dtype not in ACTIVATION_DTYPES:
+        raise NoMatch(f"input {var} dequantizes a tensor that is neither int8 nor uint8")
     scale = np.float32(scalar(op.args[1], f"the scale of {var}"))
     source = absorb(graph, op.args[0]) if absorb_views else Source(op.args[0])
     return source, float(scale), int(scalar(op.args[2], f"the zero point of {var}"))

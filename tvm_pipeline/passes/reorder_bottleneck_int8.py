@@ -24,6 +24,7 @@ import tvm
 
 from schedules.bottleneck_int8 import KERNEL_PREFIX, ConvInfo, Int8BottleneckSpec, kernel, scratch_bytes
 from tvm_pipeline import tvm_adapter
+from tvm_pipeline.int8_ops import ACTIVATION_DTYPES
 from tvm_pipeline.tvm_adapter import DataflowOp, KernelCall
 
 NAME = "reorder-bottleneck-int8"
@@ -97,12 +98,12 @@ def _match(mod: tvm.IRModule, view: tvm_adapter.DataflowView, producer: dict[str
     if p_info.residual is not None and project.args[1] != x:
         raise _NoMatch(f"the projection's skip-add reads {project.args[1]}, not the block input {x}")
     x_type, out_type = view.types.get(x), view.types.get(project.var)
-    if x_type is None or x_type.dtype != "int8" or len(x_type.shape) != 4 or x_type.shape[0] != 1:
-        raise _NoMatch(f"the block's input {x} is not an int8 NCHW tensor of batch 1 ({x_type})")
+    if x_type is None or x_type.dtype not in ACTIVATION_DTYPES or len(x_type.shape) != 4 or x_type.shape[0] != 1:
+        raise _NoMatch(f"the block's input {x} is not an int8/uint8 NCHW tensor of batch 1 ({x_type})")
     _, cin, h, w = x_type.shape
     spec = Int8BottleneckSpec(cin, channels, p_info.weight_shape[0], h, w, k, info.strides[0], info.padding,
                               info.input_zero_point or 0, e_info.requant, info.requant, p_info.requant,
-                              p_info.residual)
+                              p_info.residual, x_type.dtype)
     if out_type is None or out_type.shape != (1, spec.out_channels, spec.out_height, spec.out_width):
         raise _NoMatch(f"the block's output {project.var} has an unexpected type {out_type}")
     before, after = _live_bytes(spec)

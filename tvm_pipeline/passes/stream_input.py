@@ -13,7 +13,9 @@ After:
     lv2 = conv2d(lv1, w)
 
 Requires that the input is read only by chains of stride-1 Slice ops; anything else reading it is a UserError that
-names the op, since streaming would then need the whole image after all.
+names the op, since streaming would then need the whole image after all. A patch-tunnel network slices its input
+itself (the compiler runs this before the passes there); a plain CNN's first layers read the whole image until
+patch-stage splits them into patches that each slice their window (the compiler runs this after the passes there).
 """
 
 from __future__ import annotations
@@ -43,6 +45,14 @@ def _sliced(window: Window, op: tvm_adapter.DataflowOp) -> Window:
     return tuple(begin), tuple(end)
 
 
+def reads_slices_only(mod: tvm.IRModule) -> bool:
+    """Whether every reader of the model's input is a strided_slice (the model can stream as it is)."""
+    view = tvm_adapter.dataflow_ops(mod)
+    (image,) = view.inputs
+    readers = [op for op in view.ops if any(isinstance(a, str) and a == image for a in op.args)]
+    return bool(readers) and all(op.op == "relax.strided_slice" for op in readers)
+
+
 def run(mod: tvm.IRModule, notes: list[str]) -> tvm.IRModule:
     """Replace the slices of the input by window reads; raise UserError where the input is read any other way."""
     view = tvm_adapter.dataflow_ops(mod)
@@ -57,7 +67,8 @@ def run(mod: tvm.IRModule, notes: list[str]) -> tvm.IRModule:
         for arg in (a for a in op.args if isinstance(a, str)):
             if arg == image:
                 raise UserError(f"--input-mode stream needs an input read only by Slice ops, but '{op.var}' "
-                                f"({op.op}) reads the whole input; use --input-mode ram")
+                                f"({op.op}) reads the whole input; use --input-mode ram (a plain CNN streams only "
+                                "through the image windows of the patch-stage pass: keep it enabled)")
             if arg in windows and arg not in needed:
                 needed.append(arg)
     calls = [

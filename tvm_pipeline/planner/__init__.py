@@ -6,14 +6,15 @@ Typical use:
     buffers, storage_of = liveness(graph, order)
     plan = plan_buffers(buffers, alignment=board_alignment)
     print(format_timeline(plan, buffers))
+    verify_tensors(graph, order, {t: plan.offsets[s] for t, s in storage_of.items()})
 """
 
 from tvm_pipeline.planner.buffers import Buffer, lower_bound
-from tvm_pipeline.planner.graph import OpGraph, OpNode, liveness
+from tvm_pipeline.planner.graph import OpGraph, OpNode, live_ranges, liveness
 from tvm_pipeline.planner.order import best_order, peak_bytes
 from tvm_pipeline.planner.plan import ALGORITHMS, Plan, plan_buffers
 from tvm_pipeline.planner.timeline import format_timeline, summary_line
-from tvm_pipeline.planner.verify import verify_plan
+from tvm_pipeline.planner.verify import verify_plan, verify_tensors
 
 __all__ = [
     "ALGORITHMS",
@@ -23,10 +24,12 @@ __all__ = [
     "Plan",
     "best_order",
     "format_timeline",
+    "live_ranges",
     "liveness",
     "lower_bound",
     "peak_bytes",
     "plan_buffers",
     "summary_line",
     "verify_plan",
+    "verify_tensors",
 ]

@@ -5,16 +5,18 @@ its step to the step of its last reader (just its own step if nobody reads it); 
 from step 0 (model_run copies the input into the arena first); graph outputs until the last step;
 a node's scratch only at its step, as a buffer named f"{node.name}.scratch".
 
-In-place: for a pair (input, output) in `node.inplace`, the output takes the input's storage when the
-input dies at this node (no later reader, not a graph output), the byte sizes match, and no other
-output of the node took that storage already. Chains merge: a storage is named after its first tensor.
+In-place: for a pair (input, output) in `node.inplace`, the output takes the input's storage (its offset) when
+the input dies at this node (no later reader, not a graph output), the output is no larger than the input, and no
+other output of the node took that storage already. An output smaller than its input (an in-place depthwise
+conv with stride 2) merges only where that lowers the peak (see `liveness`). Chains merge: a storage is named after
+its first tensor and has the size of its largest.
 """
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from tvm_pipeline.errors import InternalError
-from tvm_pipeline.planner.buffers import Buffer
+from tvm_pipeline.planner.buffers import Buffer, lower_bound
 
 
 @dataclass(frozen=True)
@@ -69,11 +71,8 @@ class OpGraph:
         return readers
 
 
-def liveness(graph: OpGraph, order: Sequence[int]) -> tuple[list[Buffer], dict[str, str]]:
-    """Buffers (one per storage, plus scratch) for running `graph.nodes` in `order`, and tensor -> storage.
-
-    The map covers every activation tensor; a tensor merged in place maps to the storage it shares.
-    """
+def live_ranges(graph: OpGraph, order: Sequence[int]) -> tuple[dict[str, int], dict[str, int]]:
+    """(first, last): the steps at which each activation tensor is written and read for the last time."""
     _check_order(graph, order)
     final = len(order) - 1
     first = {tensor: 0 for tensor in graph.graph_inputs}
@@ -85,6 +84,34 @@ def liveness(graph: OpGraph, order: Sequence[int]) -> tuple[list[Buffer], dict[s
             first[tensor] = last[tensor] = step
     for tensor in graph.graph_outputs:
         last[tensor] = max(final, 0)
+    return first, last
+
+
+def liveness(graph: OpGraph, order: Sequence[int]) -> tuple[list[Buffer], dict[str, str]]:
+    """Buffers (one per storage, plus scratch) for running `graph.nodes` in `order`, and tensor -> storage.
+
+    The map covers every activation tensor; a tensor merged in place maps to the storage it shares. A merge whose
+    output is smaller than its input (a stride-2 in-place depthwise) keeps the input's bytes for the output's whole
+    life, so it is made only where it lowers the peak of live bytes; merges of equal sizes always are.
+    """
+    first, last = live_ranges(graph, order)
+    shrinking = [(source, target) for node in graph.nodes for source, target in node.inplace
+                 if graph.sizes[target] < graph.sizes[source]]
+    kept: set[tuple[str, str]] = set()
+    buffers, storage = _storages(graph, order, first, last, kept)
+    peak = lower_bound(buffers, alignment=1)
+    for pair in shrinking:
+        trial = _storages(graph, order, first, last, kept | {pair})
+        trial_peak = lower_bound(trial[0], alignment=1)
+        if trial_peak < peak:
+            kept.add(pair)
+            (buffers, storage), peak = trial, trial_peak
+    return buffers, storage
+
+
+def _storages(graph: OpGraph, order: Sequence[int], first: Mapping[str, int], last: Mapping[str, int],
+              shrinking: set[tuple[str, str]]) -> tuple[list[Buffer], dict[str, str]]:
+    """Merge the in-place pairs that are allowed (equal sizes, or listed in `shrinking`); one buffer per storage."""
     storage = {tensor: tensor for tensor in first}
     scratch = []
     for step, index in enumerate(order):
@@ -93,19 +120,18 @@ def liveness(graph: OpGraph, order: Sequence[int]) -> tuple[list[Buffer], dict[s
         for source, target in node.inplace:
             root = storage[source]
             dies_here = last[source] == step and source not in graph.graph_outputs
-            if dies_here and graph.sizes[source] == graph.sizes[target] and root not in taken:
+            fits = graph.sizes[target] == graph.sizes[source] or (source, target) in shrinking
+            if dies_here and fits and root not in taken:
                 storage[target] = root
                 taken.add(root)
         if node.scratch > 0:
             scratch.append(Buffer(f"{node.name}.scratch", node.scratch, step, step))
     span_end = {root: last[root] for root in set(storage.values())}
+    size = {root: graph.sizes[root] for root in span_end}
     for tensor, root in storage.items():
         span_end[root] = max(span_end[root], last[tensor])
-    buffers = [
-        Buffer(tensor, graph.sizes[tensor], first[tensor], span_end[tensor])
-        for tensor in first
-        if storage[tensor] == tensor
-    ]
+        size[root] = max(size[root], graph.sizes[tensor])
+    buffers = [Buffer(root, size[root], first[root], span_end[root]) for root in first if storage[root] == root]
     return buffers + scratch, storage
 
 

@@ -11,6 +11,8 @@ on keeps the BEAM_STATES with the lowest (peak, live bytes): a beam search, i.e.
 look-ahead. States that cannot beat the file's order are dropped, so the result is never worse than
 the file's order; past the time limit the beam narrows to one (plain greedy).
 Peaks are those of lower_bound(liveness(graph, order)[0], alignment=1): raw bytes, in-place merges included.
+The search credits in-place merges of equal sizes only; liveness makes a merge into a smaller output only
+where it lowers the peak, so the peak of the order found is at most what the search counted.
 """
 
 import time

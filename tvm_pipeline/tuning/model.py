@@ -26,27 +26,27 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from schedules import bottleneck as bottleneck_schedule
+from schedules import pattern_rules
 from tvm_pipeline import tuning_adapter, tvm_adapter
 from tvm_pipeline.arena import plan_arena
 from tvm_pipeline.board.boards import Board, load_board
 from tvm_pipeline.board.runner import QemuRunner, Runner
+from tvm_pipeline.compiler import CompileOptions, fused_graph
 from tvm_pipeline.frontend import load_model
 from tvm_pipeline.lowering.lower import lower_program
-from tvm_pipeline.passes import run_passes
 from tvm_pipeline.tuning.records import TuningRecord, load_record, save_record
 from tvm_pipeline.tuning import allowance as model_allowance
 from tvm_pipeline.tuning.tuner import CANDIDATE_TIMEOUT_S, Baseline, KernelTuner, call_args, measure_untuned
 
 
 #: Schedule rules `tvmp compile` runs before the tuning records: the kernels they handle are not tuned.
-FIXED_RULES = (bottleneck_schedule.rule,)
+FIXED_RULES = tuple(pattern_rules())
 
 
 def model_kernels(model_path: Path, board: Board, input_shapes: dict | None = None,
                   disabled_passes: frozenset[str] = frozenset()):
     """(tir_name, PrimFunc, workspace budget) of each distinct tunable kernel of the model, as `tvmp compile` lowers
-    them (kernels a fixed rule schedules, such as reordered bottlenecks, are left out).
+    them (kernels a fixed rule schedules, such as reordered bottlenecks and in-place depthwise convs, are left out).
 
     The budget is the scratch a kernel may use without growing the untuned plan's arena: the arena size minus the
     bytes of the tensors live at its call (the fewest free bytes over all its calls), rounded down to the alignment.
@@ -59,8 +59,8 @@ def _untuned_model(model_path: Path, board: Board, input_shapes: dict | None = N
     """`model_kernels`, the most arguments of any kernel call of the untuned model (tensors + workspace), and the
     model's digest (see `allowance.model_digest`)."""
     loaded = load_model(Path(model_path), input_shapes or {})
-    mod, _ = run_passes(loaded.mod, disabled_passes)
-    fused = tvm_adapter.fuse(mod)
+    options = CompileOptions(board=board.name, disabled_passes=disabled_passes, input_shapes=input_shapes or {})
+    fused = fused_graph(loaded, options)[0]
     program = lower_program(fused, rules=list(FIXED_RULES))
     layout = plan_arena(program, board.buffer_alignment).layout
     position = {index: p for p, index in enumerate(layout.order)}

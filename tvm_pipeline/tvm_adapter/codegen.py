@@ -9,6 +9,7 @@ import tvm
 import tvm_ffi
 from tvm import ir, s_tir, tirx
 
+from tvm_pipeline.tvm_adapter.plane_inplace import plane_inplace_params
 from tvm_pipeline.tvm_adapter.types import C_TARGET, LOCAL_SCRATCH_LIMIT_BYTES, KernelParam, LoweredKernel
 
 _LOWERING_PASSES = (
@@ -174,17 +175,58 @@ def _lower_both(func: tirx.PrimFunc, symbol: str, target) -> tuple[tuple, tuple]
     return plain, split if split[2] <= plain[2] else plain
 
 
+#: C types of the dtypes whose min/max the C kernels compute through `_minmax_helpers`.
+_C_SCALARS = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "uint16": "uint16_t", "int32": "int32_t",
+              "uint32": "uint32_t", "int64": "int64_t", "uint64": "uint64_t", "float32": "float", "float64": "double"}
+
+
+def _minmax_as_calls(func: tirx.PrimFunc) -> tuple[tirx.PrimFunc, list[tuple[str, str]]]:
+    """`func` with every min/max of a scalar C type as a call to a static inline helper, and the helpers used.
+
+    TVM's C printer writes `max(a, b)` as `((v) > (b) ? (v) : (b))` with `v` a temporary it reuses for any later
+    operand that prints the same way in the same C scope, even after a store changed what it reads: a loop that
+    partitioning or unrolling turned into straight-line `m = max(m, x0); m = max(m, x1)` read a stale `m` (a max
+    pool gave wrong outputs). A call is printed as written, so each max reads its operands where it stands.
+    """
+    used: dict[tuple[str, str], None] = {}
+
+    def rewrite(op: str):
+        def on_node(node):
+            dtype = str(node.ty)
+            if dtype not in _C_SCALARS:
+                return node
+            used[op, dtype] = None
+            return tirx.call_pure_extern(dtype, f"tvmp_{op}_{dtype}", node.a, node.b)
+        return on_node
+
+    body = tvm_ffi.structural_map(func.body, [(tirx.Max, rewrite("max")), (tirx.Min, rewrite("min"))])
+    return func.with_body(body), list(used)
+
+
+def _minmax_helpers(used: list[tuple[str, str]]) -> str:
+    """C definitions of the helpers `_minmax_as_calls` used, each guarded so kernels can be concatenated."""
+    defs = []
+    for op, dtype in used:
+        c, guard, compare = _C_SCALARS[dtype], f"TVMP_{op.upper()}_{dtype.upper()}", ">" if op == "max" else "<"
+        defs.append(f"#ifndef {guard}\n#define {guard}\nstatic inline {c} tvmp_{op}_{dtype}({c} a, {c} b) "
+                    f"{{ return a {compare} b ? a : b; }}\n#endif\n")
+    return "".join(defs)
+
+
 def lower_to_c(func: tirx.PrimFunc, symbol: str) -> LoweredKernel:
     """Lower one (scheduled) kernel to standalone C with a raw-pointer signature."""
     plain, (raw, params, workspace_bytes) = _lower_both(func, symbol, C_TARGET)
     # Proven on the unpartitioned loops: partitioning repeats the output's store once per part, which the proof does
     # not follow, but every element is still written once, reading what it read before.
-    inplace = _inplace_params(*plain[:2])
+    # or, for a kernel that reads each input plane before writing that output plane, on the code emitted
+    inplace = _inplace_params(*plain[:2]) or plane_inplace_params(raw, params)
+    raw, helpers = _minmax_as_calls(raw)
     mod = tirx.transform.LowerIntrin()(tvm.IRModule({symbol: raw}))
     source = tvm.get_global_func("target.build.c")(mod, C_TARGET).inspect_source()
     source = _TVM_PREAMBLE.sub("", source).replace("TVM_DLL ", "")
     source = re.sub(r"#ifdef __cplusplus\nextern \"C\"\n#endif\n", "", source)
-    return LoweredKernel(symbol, source.strip() + "\n", params, workspace_bytes, inplace)
+    source = re.sub(r"^\w+ tvmp_(?:min|max)_\w+\(.*\);\n", "", source, flags=re.M)  # TVM declares each call's callee
+    return LoweredKernel(symbol, _minmax_helpers(helpers) + source.strip() + "\n", params, workspace_bytes, inplace)
 
 
 
@@ -198,7 +240,12 @@ def build_llvm_object(kernels: list[tuple[tirx.PrimFunc, str]], target: dict) ->
     import tempfile
 
     llvm = tvm.target.Target(target)
-    funcs = {symbol: _lower_both(func, symbol, llvm)[1][0] for func, symbol in kernels}  # as lower_to_c
+    funcs = {}
+    for func, symbol in kernels:
+        raw, params, _ = _lower_both(func, symbol, llvm)[1]  # as lower_to_c
+        # LLVM marks the pointers of a `tirx.noalias` function noalias; an output the planner may place over its
+        # input (plane by plane) must not be
+        funcs[symbol] = raw.without_attr("tirx.noalias") if plane_inplace_params(raw, params) else raw
     mod = tirx.transform.LowerIntrin()(tvm.IRModule(funcs))
     module = tvm.get_global_func("target.build.llvm")(mod, llvm)
     with tempfile.TemporaryDirectory(prefix="tvmp-llvm-") as tmp:

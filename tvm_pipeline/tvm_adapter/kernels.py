@@ -45,8 +45,8 @@ class NewBinding:
     """`var = op(args)` to emit, with arguments named as in `dataflow_ops` (or earlier NewBindings' vars).
 
     `op` is a Relax op name with attrs as `dataflow_ops` reads them ("relax.nn.conv2d", "relax.strided_slice" with
-    axes/begin/end, elementwise ops, "relax.nn.relu", "relax.clip" with min/max), or "call_tir" with attrs
-    `func` (a PrimFunc), `name` (its name prefix) and `type` (the output's TensorType).
+    axes/begin/end and optional strides, elementwise ops, "relax.nn.relu", "relax.clip" with min/max), or "call_tir"
+    with attrs `func` (a PrimFunc), `name` (its name prefix) and `type` (the output's TensorType).
     """
 
     var: str
@@ -69,7 +69,8 @@ def _new_call(builder: relax.BlockBuilder, new: NewBinding, args: list) -> relax
         return relax.op.nn.conv2d(args[0], args[1], a["strides"], a["padding"], a["dilation"], a["groups"],
                                   a["data_layout"], a["kernel_layout"], a.get("out_layout"), out_dtype)
     if new.op == "relax.strided_slice":
-        return relax.op.strided_slice(args[0], list(a["axes"]), list(a["begin"]), list(a["end"]))
+        strides = list(a["strides"]) if "strides" in a else None
+        return relax.op.strided_slice(args[0], list(a["axes"]), list(a["begin"]), list(a["end"]), strides)
     if new.op in _ELEMENTWISE:
         return _ELEMENTWISE[new.op](*args)
     if new.op == "relax.nn.relu":

@@ -66,7 +66,7 @@ class LoweredKernel:
     source: str
     params: tuple[KernelParam, ...]
     workspace_bytes: int
-    inplace_params: tuple[int, ...]  # inputs the output may overwrite (see `_inplace_params`)
+    inplace_params: tuple[int, ...]  # inputs the output may overwrite (codegen._inplace_params, plane_inplace)
 
 
 def tensor_type(ty) -> TensorType:

@@ -1,0 +1,202 @@
+"""TFLite's integer arithmetic (int8_ops.tflite_multiplier / tflite_scale, QAddTFLite, QAvgPoolTFLite, Requant
+"tflite") against a line-by-line Python transcription of TFLite's reference code (tensorflow/lite/kernels/internal:
+quantization_util.cc QuantizeMultiplier, common.h MultiplyByQuantizedMultiplier with gemmlowp's
+SaturatingRoundingDoublingHighMul and RoundingDivideByPOT, reference_integer_ops add.h AddFunc and pooling.h
+AveragePool, micro/kernels/add_common.cc CalculateOpDataAdd), and the TensorIR kernels against the NumPy definitions.
+Exact: every check is equality of integers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import tvm
+
+from schedules import int8 as int8_kernels
+from tvm_pipeline.errors import UserError
+from tvm_pipeline.int8_ops import (Fold, QAddTFLite, QAvgPoolTFLite, QConv2d, Requant, Source, add_fields,
+                                   add_from_fields, tflite_multiplier, tflite_scale)
+from tvm_pipeline.passes import fold_qdq
+from tvm_pipeline.tvm_adapter import TensorType
+
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+# --- TFLite's code, transcribed (Python ints: C++'s int32/int64 semantics spelled out) ---------------------------
+
+def _trunc_div(a: int, b: int) -> int:  # C++ integer division truncates toward zero
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+def _saturating_rounding_doubling_high_mul(a: int, b: int) -> int:
+    overflow = a == b == INT32_MIN
+    ab_64 = a * b
+    nudge = (1 << 30) if ab_64 >= 0 else (1 - (1 << 30))
+    return INT32_MAX if overflow else _trunc_div(ab_64 + nudge, 1 << 31)
+
+
+def _rounding_divide_by_pot(x: int, exponent: int) -> int:
+    mask = (1 << exponent) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (1 if x < 0 else 0)
+    return (x >> exponent) + (1 if remainder > threshold else 0)
+
+
+def _multiply_by_quantized_multiplier(x: int, multiplier: int, shift: int) -> int:
+    left_shift = shift if shift > 0 else 0
+    right_shift = 0 if shift > 0 else -shift
+    return _rounding_divide_by_pot(_saturating_rounding_doubling_high_mul(x * (1 << left_shift), multiplier),
+                                   right_shift)
+
+
+def _quantize_multiplier(double_multiplier: float) -> tuple[int, int]:
+    if double_multiplier == 0.0:
+        return 0, 0
+    q, shift = math.frexp(double_multiplier)
+    scaled = q * (1 << 31)
+    q_fixed = int(math.floor(scaled)) + (1 if scaled - math.floor(scaled) >= 0.5 else 0)  # std::round, q > 0
+    if q_fixed == 1 << 31:
+        q_fixed //= 2
+        shift += 1
+    if shift < -31:
+        shift, q_fixed = 0, 0
+    return q_fixed, shift
+
+
+def _add_params(s1: float, z1: int, s2: float, z2: int, s: float, z: int) -> dict:
+    s1, s2, s = (float(np.float32(v)) for v in (s1, s2, s))
+    twice_max_input_scale = 2 * max(s1, s2)
+    m1, e1 = _quantize_multiplier(s1 / twice_max_input_scale)
+    m2, e2 = _quantize_multiplier(s2 / twice_max_input_scale)
+    mo, eo = _quantize_multiplier(twice_max_input_scale / ((1 << 20) * s))
+    return dict(input1_offset=-z1, input2_offset=-z2, output_offset=z, left_shift=20, input1_multiplier=m1,
+                input1_shift=e1, input2_multiplier=m2, input2_shift=e2, output_multiplier=mo, output_shift=eo)
+
+
+def _add_func(x: int, y: int, p: dict, lo: int, hi: int) -> int:
+    shifted_input1_val = (p["input1_offset"] + x) * (1 << p["left_shift"])
+    shifted_input2_val = (p["input2_offset"] + y) * (1 << p["left_shift"])
+    scaled_input1_val = _multiply_by_quantized_multiplier(shifted_input1_val, p["input1_multiplier"],
+                                                          p["input1_shift"])
+    scaled_input2_val = _multiply_by_quantized_multiplier(shifted_input2_val, p["input2_multiplier"],
+                                                          p["input2_shift"])
+    raw_sum = scaled_input1_val + scaled_input2_val
+    raw_output = _multiply_by_quantized_multiplier(raw_sum, p["output_multiplier"], p["output_shift"]) \
+        + p["output_offset"]
+    return min(hi, max(lo, raw_output))
+
+
+def _average(acc: int, filter_count: int) -> int:
+    return _trunc_div(acc + filter_count // 2, filter_count) if acc > 0 else \
+        _trunc_div(acc - filter_count // 2, filter_count)
+
+
+# --- the NumPy definitions vs the transcription -----------------------------------------------------------------
+
+def test_multiplier_is_tflites_quantize_multiplier():
+    rng = np.random.default_rng(0)
+    reals = [*rng.uniform(1e-6, 1.0, 300), *np.exp(rng.uniform(-25, 5, 300)), 0.5, 0.25, 1.0 - 2.0 ** -40,
+             0.75 - 2.0 ** -34, 2.0 ** -31, 2.0 ** -33, 3.0]  # carries to 2^31, ties of the rounding, flushed
+    multiplier, exponent = tflite_multiplier(np.array(reals))
+    assert [(int(m), int(e)) for m, e in zip(multiplier, exponent)] == [_quantize_multiplier(r) for r in reals]
+
+
+def test_tflite_scale_is_multiply_by_quantized_multiplier():
+    rng = np.random.default_rng(1)
+    cases = [(int(rng.integers(-(1 << 24), 1 << 24)), int(rng.integers(1 << 30, 1 << 31)), int(rng.integers(-31, 1)))
+             for _ in range(3000)]
+    cases += [(int(rng.integers(-(1 << 20), 1 << 20)), int(rng.integers(1 << 30, 1 << 31)), int(rng.integers(1, 8)))
+              for _ in range(500)]
+    # ties: m = 2^30 halves x exactly, then the right shift meets exact halves (both signs); extremes of int32
+    cases += [(x, 1 << 30, e) for x in range(-40, 41) for e in (0, 1, 2, 3)]
+    cases += [(INT32_MIN, INT32_MAX, 0), (INT32_MAX, INT32_MAX, -31), (INT32_MIN, 1 << 30, -1), (7, 0, -3)]
+    x, m, e = (np.array(v, dtype=np.int64) for v in zip(*cases))
+    assert tflite_scale(x, m, e).tolist() == [_multiply_by_quantized_multiplier(*c) for c in cases]
+
+
+@pytest.mark.parametrize("scales", [(0.0394, -128, 0.1042, 4, 0.0509, -128),  # the MLPerf IC adds' parameters
+                                    (0.0448, -17, 0.1131, 4, 0.0532, -128),
+                                    (0.02, 3, 0.02, -7, 0.05, 10),             # equal input scales
+                                    (0.5, 0, 0.001, 100, 0.25, -3)])           # very different input scales
+def test_add_is_tflites_add_func_on_every_input_pair(scales):
+    a = np.repeat(np.arange(-128, 128), 256).astype(np.int8)
+    b = np.tile(np.arange(-128, 128), 256).astype(np.int8)
+    params = _add_params(*scales)
+    for lo, hi in ((-128, 127), (scales[-1], 127)):  # no activation, ReLU (clamped at the output zero point)
+        add = QAddTFLite.from_scales(*scales[:5], scales[5], lo, hi)
+        expected = [_add_func(int(x), int(y), params, lo, hi) for x, y in zip(a, b)]
+        assert add.reference(a, b).tolist() == expected
+        assert add.swapped().reference(b, a).tolist() == expected
+        assert add_from_fields(add_fields(add)) == add
+
+
+def test_add_out_of_tflites_range_is_refused():
+    with pytest.raises(ValueError, match="outside TFLite's integer add's range"):
+        QAddTFLite.from_scales(1.0, 0, 1.0, 0, 1e-7, 0, -128, 127)
+
+
+@pytest.mark.parametrize("kernel, strides", [((2, 2), (2, 2)), ((3, 3), (1, 1)), ((8, 8), (1, 1))])
+def test_avg_pool_is_tflites_average_pool(kernel, strides):
+    rng = np.random.default_rng(2)
+    x = rng.integers(-128, 128, (1, 3, 8, 8)).astype(np.int8)
+    x[0, 0] = -1  # sums that are exact negative halves (ties away from zero) and small negatives
+    x[0, 1, ::2] = 1
+    pool = QAvgPoolTFLite(kernel, strides, (1, 3, (8 - kernel[0]) // strides[0] + 1, (8 - kernel[1]) // strides[1] + 1),
+                          -100, 127)
+    count = kernel[0] * kernel[1]
+    expected = np.empty(pool.out_shape, np.int64)
+    for c in range(3):
+        for i in range(pool.out_shape[2]):
+            for j in range(pool.out_shape[3]):
+                window = x[0, c, i * strides[0]:i * strides[0] + kernel[0], j * strides[1]:j * strides[1] + kernel[1]]
+                expected[0, c, i, j] = min(127, max(-100, _average(int(window.astype(np.int64).sum()), count)))
+    assert pool.reference(x).tolist() == expected.tolist()
+
+
+def test_requant_tflite_is_multiply_by_quantized_multiplier_per_channel():
+    rng = np.random.default_rng(3)
+    reals = np.array([0.0007, 0.013, 0.6, 1.7])  # exponents below and above 0 (a left shift)
+    requant = Requant.from_tflite_scale(reals, -5, -128, 127)
+    acc = rng.integers(-20000, 20000, (2, 4, 3)).astype(np.int64)
+    expected = [[[min(127, max(-128, _multiply_by_quantized_multiplier(int(v), *_quantize_multiplier(r)) - 5))
+                  for v in row] for row, r in zip(batch, reals)] for batch in acc]
+    assert requant.apply(acc).tolist() == expected
+
+
+# --- the TensorIR kernels vs the NumPy definitions ---------------------------------------------------------------
+
+def _run(fold: Fold, inputs: list[np.ndarray], out_type: TensorType) -> np.ndarray:
+    """fold-qdq's kernel for `fold`, built for the host CPU by TVM (LLVM), run once."""
+    func, constants = int8_kernels.kernel(fold, [TensorType(x.shape, str(x.dtype)) for x in inputs], out_type)
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target="llvm")
+    out = tvm.runtime.tensor(np.zeros(out_type.shape, out_type.dtype))
+    lib["main"](*map(tvm.runtime.tensor, [*inputs, *constants]), out)
+    return out.numpy()
+
+
+def test_kernels_compute_the_numpy_arithmetic():
+    rng = np.random.default_rng(4)
+    a, b = (rng.integers(-128, 128, (1, 8, 16, 16)).astype(np.int8) for _ in range(2))
+    out = TensorType((1, 8, 16, 16), "int8")
+    add = QAddTFLite.from_scales(0.0394, -128, 0.1042, 4, 0.0509, -128, -128, 127)
+    assert np.array_equal(_run(Fold("y", add, (Source("a"), Source("b"))), [a, b], out), add.reference(a, b))
+
+    pool = QAvgPoolTFLite((4, 4), (4, 4), (1, 8, 4, 4), -128, 127)
+    assert np.array_equal(_run(Fold("y", pool, (Source("a"),)), [a], TensorType((1, 8, 4, 4), "int8")),
+                          pool.reference(a))
+
+    weight = rng.integers(-127, 128, (8, 8, 3, 3)).astype(np.int8)
+    reals = rng.uniform(1e-4, 2e-3, 8)
+    reals[0] = 1.3  # a left shift
+    conv = QConv2d(weight, rng.integers(-5000, 5000, 8).astype(np.int32), -3, (1, 1), (1, 1, 1, 1), (1, 1), 1,
+                   Requant.from_tflite_scale(reals, 7, -128, 127), add.swapped())
+    got = _run(Fold("y", conv, (Source("a"), Source("b"))), [a, b], out)
+    assert np.array_equal(got, conv.reference(a, b))
+
+
+def test_fold_qdq_refuses_an_unknown_arithmetic():
+    with pytest.raises(UserError, match="unknown int8 arithmetic 'tflm'"):
+        fold_qdq.run(tvm.IRModule(), [], arithmetic="tflm")
