@@ -18,8 +18,8 @@ Integer sums do not depend on their order, so any loop order gives the same inte
 
 The schedule is the float one (`schedules.bottleneck.apply`): the kernel name starts with
 `schedules.bottleneck.KERNEL_PREFIX`, so `bottleneck.rule` picks it. The expanded-channel loop goes outermost; what
-remains is one padded int8 plane (scratch) and the int32 projection accumulator `project` (4 x C_out x H_o x W_o
-bytes, in the kernel's workspace, which the arena planner places).
+remains is one padded int8 plane per channel of a step (scratch) and the int32 projection accumulator `project`
+(4 x C_out x H_o x W_o bytes, in the kernel's workspace, which the arena planner places).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 
 from tvm import te, tirx
 
-from schedules.bottleneck import KERNEL_PREFIX as FLOAT_PREFIX, conv_output_size
+from schedules.bottleneck import KERNEL_PREFIX as FLOAT_PREFIX, Tiling, channels_per_step, conv_output_size
 from schedules.int8 import _add, _requantize
 from tvm_pipeline.int8_ops import Fold, QConv2d, add_fields, add_from_fields
 
@@ -132,10 +132,10 @@ class Int8BottleneckSpec:
 
 
 def scratch_bytes(spec: Int8BottleneckSpec) -> int:
-    """Workspace of the scheduled kernel: the int32 projection accumulator and one padded int8 plane (16-B aligned,
-    like tvm_adapter's workspace slices)."""
+    """Workspace of the scheduled kernel: the int32 projection accumulator and one padded int8 plane per expanded
+    channel of a step of `schedules.bottleneck.apply` (16-B aligned, like tvm_adapter's workspace slices)."""
     top, left, bottom, right = spec.padding
-    plane = (spec.height + top + bottom) * (spec.width + left + right)
+    plane = channels_per_step(spec.expand_channels, Tiling()) * (spec.height + top + bottom) * (spec.width + left + right)
     acc = 4 * spec.out_channels * spec.out_height * spec.out_width
     return (acc + 15) // 16 * 16 + (plane + 15) // 16 * 16
 

@@ -15,7 +15,7 @@ import tvm
 from onnx import TensorProto, numpy_helper
 from onnx import helper as oh
 
-from schedules.bottleneck import KERNEL_PREFIX, BottleneckSpec, Tiling, apply, kernel
+from schedules.bottleneck import KERNEL_PREFIX, BottleneckSpec, Tiling, apply, kernel, scratch_bytes
 from tvm_pipeline import tvm_adapter
 from tvm_pipeline.board.boards import load_board
 from tvm_pipeline.compiler import CompileOptions, compile_model
@@ -197,16 +197,18 @@ def test_kernel_matches_numpy(stride, padding, rows):
     assert relative_error(got, numpy_bottleneck(spec, *args)) <= TOLERANCE
 
 
-def test_scratch_is_one_padded_plane_whatever_the_expansion_width():
+def test_scratch_is_a_padded_plane_per_channel_of_a_step_whatever_the_expansion_width():
     plane = 18 * 18 * 4
-    assert lowered(spec_with(16))[1].workspace_bytes == plane
-    assert lowered(spec_with(256))[1].workspace_bytes == plane
+    assert lowered(spec_with(16))[1].workspace_bytes == 2 * plane == scratch_bytes(spec_with(16))  # 2 channels a step
+    assert lowered(spec_with(256))[1].workspace_bytes == 2 * plane
+    assert lowered(spec_with(256), Tiling(channels=1))[1].workspace_bytes == plane
+    assert lowered(spec_with(15), Tiling(channels=2))[1].workspace_bytes == plane  # 2 does not divide 15
 
 
 def test_row_tiling_shrinks_scratch_to_the_rows_a_tile_reads():
-    """2 output rows at stride 2 read 5 padded rows of the expanded channel."""
+    """2 output rows at stride 2 read 5 padded rows of each of the step's 2 expanded channels."""
     whole, tiled = lowered(spec_with(24, stride=2))[1], lowered(spec_with(24, stride=2), Tiling(rows=2))[1]
-    assert tiled.workspace_bytes <= 5 * 18 * 4 < whole.workspace_bytes
+    assert tiled.workspace_bytes <= 2 * 5 * 18 * 4 < whole.workspace_bytes
 
 
 def separable_stack(channels: list[int], size: int = 6) -> onnx.ModelProto:
