@@ -10,9 +10,10 @@ model does not fit it), then one run on the emulated board: peak SRAM = .data + 
 stack, the arena alone, and flash, all from the ELF and the run. The "our kernels" column says what the int8 models
 became: "int8" (integer kernels only), "fake-quant float32" (TVM's QDQ import left as float kernels on float32
 weights), or "mixed"; a model that does not compile says "pending int8 support". Numerics: the largest difference
-from the file's own runtime (onnxruntime for .onnx, the TFLite interpreter's reference kernels for .tflite) over 4
-seeded random inputs (the board run and 3 host runs of the same C). A model that does not fit the STM32F746 says so
-under its table, with whether TFLM could hold it there (its .tflite alone against the board's flash).
+from the file's own runtime (onnxruntime for .onnx, TFLM for an int8 .tflite, LiteRT's reference kernels for a
+float one) over 4 seeded random inputs (the board run and 3 host runs of the same C). A model that does not fit the
+STM32F746 says so under its table, with whether TFLM could hold it there (its .tflite alone against the board's
+flash).
 
     .venv/bin/python bench/vs_tflm.py [--models DIR]
 """
