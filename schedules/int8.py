@@ -167,13 +167,18 @@ def _qadd(op: AddOp, a: te.Tensor, b: te.Tensor) -> te.Tensor:
     return te.compute(a.shape, lambda *i: _add(op, a[i], b[i]), name="add")
 
 
-def _qavgpool(op: QAvgPool, x: te.Tensor, consts: dict[str, te.Tensor]) -> te.Tensor:
+def _window_sum(op: QAvgPool | QAvgPoolTFLite, x: te.Tensor) -> te.Tensor:
+    """The int32 sum of each pooling window of the raw integers (no padding: the pass folds unpadded pools only)."""
     n, c = (int(d) for d in x.shape[:2])
     (kh, kw), (sh, sw) = op.kernel, op.strides
     oh, ow = (int(x.shape[2]) - kh) // sh + 1, (int(x.shape[3]) - kw) // sw + 1
     ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
-    acc = te.compute((n, c, oh, ow), lambda b, ch, i, j: te.sum(
+    return te.compute((n, c, oh, ow), lambda b, ch, i, j: te.sum(
         x[b, ch, i * sh + ry, j * sw + rx].astype("int32"), axis=[ry, rx]), name="acc")
+
+
+def _qavgpool(op: QAvgPool, x: te.Tensor, consts: dict[str, te.Tensor]) -> te.Tensor:
+    acc = _window_sum(op, x)
     correction = tirx.const(op.count * op.input_zero_point, "int32")
 
     def out(*i):
@@ -186,12 +191,7 @@ def _qavgpool(op: QAvgPool, x: te.Tensor, consts: dict[str, te.Tensor]) -> te.Te
 def _qavgpool_tflite(op: QAvgPoolTFLite, x: te.Tensor) -> te.Tensor:
     """int8_ops.QAvgPoolTFLite: the raw window sum, divided by count rounding half away from zero (TFLite's
     `(sum +- count / 2) / count`; a division by a constant, which the C compiler turns into a multiply)."""
-    n, c = (int(d) for d in x.shape[:2])
-    (kh, kw), (sh, sw) = op.kernel, op.strides
-    oh, ow = (int(x.shape[2]) - kh) // sh + 1, (int(x.shape[3]) - kw) // sw + 1
-    ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
-    total = te.compute((n, c, oh, ow), lambda b, ch, i, j: te.sum(
-        x[b, ch, i * sh + ry, j * sw + rx].astype("int32"), axis=[ry, rx]), name="acc")
+    total = _window_sum(op, x)
     half, count = _i32(op.count // 2), _i32(op.count)
 
     def out(*i):
