@@ -9,9 +9,10 @@ measured by `tvmp run` (docs/int8.md lists the figures); these tests use the hos
 The `.tflite` forms of the same models compile to the same kernels (NHWC relaid out to NCHW through the
 quantize/dequantize pairs) in TFLite's own integer arithmetic (fold-qdq `arithmetic="tflite"`: Q31 multipliers with
 TFLite's double rounding for conv/depthwise/fully connected, its Add and AveragePool), and equal TensorFlow Lite
-Micro (the `tflite-micro` package's interpreter) bit for bit. LiteRT's interpreter (`tvmp run`'s reference for a
-.tflite, BUILTIN_REF kernels) agrees except in its reference FULLY_CONNECTED, which rounds `acc * scale` in double
-instead of TFLM's fixed-point steps: up to 2 LSB at the output of IC (seed 5) and AD01 (every seed; docs/int8.md).
+Micro (the `tflite-micro` package's interpreter, `tvmp run`'s reference for an int8 .tflite) bit for bit. LiteRT's
+interpreter (BUILTIN_REF kernels) agrees except in its reference FULLY_CONNECTED, which rounds `acc * scale` in
+double instead of TFLM's fixed-point steps: up to 2 LSB at the output of IC (seed 5) and AD01 (every seed;
+docs/int8.md).
 """
 
 from __future__ import annotations
