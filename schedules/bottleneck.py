@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 from tvm import s_tir, tirx
 from tvm.script import tirx as T
@@ -39,6 +40,8 @@ KERNEL_PREFIX = "bottleneck_reordered"
 #: PrimFunc attribute holding the BottleneckSpec (JSON) a kernel was made from, so later passes can re-derive it.
 SPEC_ATTR = "tvmp.bottleneck_spec"
 
+SpecT = TypeVar("SpecT")
+
 #: (lower, upper) bounds of a clamp; None where unbounded. ReLU is (0.0, None), ReLU6 (0.0, 6.0).
 Clamp = tuple[float | None, float | None]
 
@@ -48,8 +51,35 @@ def conv_output_size(size: int, pad_before: int, pad_after: int, kernel: int, st
     return (size + pad_before + pad_after - kernel) // stride + 1
 
 
+class ConvGeometry:
+    """The output size of a spec's KxK window (the float and the int8 bottleneck specs)."""
+
+    height: int
+    width: int
+    kernel: int
+    stride: int
+    padding: tuple[int, int, int, int]  # top, left, bottom, right
+
+    @property
+    def out_height(self) -> int:
+        return conv_output_size(self.height, self.padding[0], self.padding[2], self.kernel, self.stride)
+
+    @property
+    def out_width(self) -> int:
+        return conv_output_size(self.width, self.padding[1], self.padding[3], self.kernel, self.stride)
+
+
+def spec_from_attr(func, attr: str, spec_type: type[SpecT]) -> SpecT | None:
+    """The spec dataclass a kernel builder stored as JSON in PrimFunc attribute `attr`; None for any other PrimFunc."""
+    attrs = getattr(func, "attrs", None)
+    if attrs is None or attr not in attrs:
+        return None
+    fields = json.loads(str(attrs[attr]))
+    return spec_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
+
 @dataclass(frozen=True)
-class BottleneckSpec:
+class BottleneckSpec(ConvGeometry):
     """Shapes and activations of one inverted residual (NCHW, batch 1, float32)."""
 
     in_channels: int
@@ -68,14 +98,6 @@ class BottleneckSpec:
     @property
     def hidden(self) -> int:
         return self.expand_channels or self.in_channels
-
-    @property
-    def out_height(self) -> int:
-        return conv_output_size(self.height, self.padding[0], self.padding[2], self.kernel, self.stride)
-
-    @property
-    def out_width(self) -> int:
-        return conv_output_size(self.width, self.padding[1], self.padding[3], self.kernel, self.stride)
 
 
 @dataclass(frozen=True)
@@ -176,11 +198,7 @@ def kernel(spec: BottleneckSpec):
 
 def spec_of(func) -> BottleneckSpec | None:
     """The spec a `kernel(spec)` PrimFunc was made from (its SPEC_ATTR), None for any other PrimFunc."""
-    attrs = getattr(func, "attrs", None)
-    if attrs is None or SPEC_ATTR not in attrs:
-        return None
-    fields = json.loads(str(attrs[SPEC_ATTR]))
-    return BottleneckSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    return spec_from_attr(func, SPEC_ATTR, BottleneckSpec)
 
 
 def apply(sch: s_tir.Schedule, tiling: Tiling = Tiling()) -> None:

@@ -29,7 +29,8 @@ from dataclasses import asdict, dataclass
 
 from tvm import te, tirx
 
-from schedules.bottleneck import KERNEL_PREFIX as FLOAT_PREFIX, Tiling, channels_per_step, conv_output_size
+from schedules.bottleneck import (KERNEL_PREFIX as FLOAT_PREFIX, ConvGeometry, Tiling, channels_per_step,
+                                 spec_from_attr)
 from schedules.int8 import _add, _requantize
 from tvm_pipeline.int8_ops import Fold, QConv2d, add_fields, add_from_fields
 
@@ -96,7 +97,7 @@ class _Requant:  # what schedules.int8._requantize reads of a Requant
 
 
 @dataclass(frozen=True)
-class Int8BottleneckSpec:
+class Int8BottleneckSpec(ConvGeometry):
     """Shapes and integer parameters (besides the constant arrays) of one int8 inverted residual with expansion.
 
     Activations may be int8 or uint8: `in_dtype` is x's type, each requant tuple ends with the type it stores.
@@ -122,13 +123,6 @@ class Int8BottleneckSpec:
     def skip(self) -> bool:
         return self.residual is not None
 
-    @property
-    def out_height(self) -> int:
-        return conv_output_size(self.height, self.padding[0], self.padding[2], self.kernel, self.stride)
-
-    @property
-    def out_width(self) -> int:
-        return conv_output_size(self.width, self.padding[1], self.padding[3], self.kernel, self.stride)
 
 
 def scratch_bytes(spec: Int8BottleneckSpec) -> int:
@@ -195,8 +189,4 @@ def kernel(spec: Int8BottleneckSpec):
 
 def spec_of(func) -> Int8BottleneckSpec | None:
     """The spec a `kernel(spec)` PrimFunc was made from (its SPEC_ATTR), None for any other PrimFunc."""
-    attrs = getattr(func, "attrs", None)
-    if attrs is None or SPEC_ATTR not in attrs:
-        return None
-    fields = json.loads(str(attrs[SPEC_ATTR]))
-    return Int8BottleneckSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    return spec_from_attr(func, SPEC_ATTR, Int8BottleneckSpec)
