@@ -71,8 +71,16 @@ def _requantize(acc: tirx.PrimExpr, multiplier: tirx.PrimExpr, shift: tirx.PrimE
 
 def _inside(y: tirx.PrimExpr, height: int, x: tirx.PrimExpr, width: int) -> tirx.PrimExpr:
     """(y, x) lies inside the input plane. Each bound is `likely`, so LoopPartition (tvm_adapter.codegen) splits the
-    border rows and columns off and the interior loops run without the check: IC int8 in 0.6x the instructions."""
+    border rows and columns off and the interior loops run without the check: IC int8 in 0.7x the instructions."""
     return tirx.all(*(tirx.likely(c) for c in (y >= 0, y < height, x >= 0, x < width)))
+
+
+def _rescale(value: tirx.PrimExpr, input_zero_point: int, consts: dict[str, te.Tensor], k: int,
+             requant: Requant) -> tirx.PrimExpr:
+    """An integer of another (scale, zero point) onto the output's: requantize `value - input_zero_point` with the
+    k-th multiplier and shift constants (QRescale's arithmetic; max pooling and concat use it too)."""
+    zero_point = tirx.const(input_zero_point, "int32")
+    return _requantize(value.astype("int32") - zero_point, consts["multiplier"][k], consts["shift"][k], requant)
 
 
 def _channel(tensor: te.Tensor, index):
@@ -253,16 +261,12 @@ def _qmaxpool(op: QMaxPool, x: te.Tensor, consts: dict[str, te.Tensor]) -> te.Te
     if op.requant is None:
         return te.compute(op.out_shape, lambda *i: _clamp(window_max[i].astype("int64"), op.lo, op.hi, op.dtype),
                           name="clamp")
-    zero_point = tirx.const(op.input_zero_point, "int32")
-    return te.compute(op.out_shape, lambda *i: _requantize(
-        window_max[i].astype("int32") - zero_point, consts["multiplier"][0], consts["shift"][0], op.requant),
-        name="rescale")
+    return te.compute(op.out_shape, lambda *i: _rescale(window_max[i], op.input_zero_point, consts, 0, op.requant),
+                      name="rescale")
 
 
 def _qrescale(op: QRescale, x: te.Tensor, consts: dict[str, te.Tensor]) -> te.Tensor:
-    zero_point = tirx.const(op.input_zero_point, "int32")
-    return te.compute(x.shape, lambda *i: _requantize(
-        x[i].astype("int32") - zero_point, consts["multiplier"][0], consts["shift"][0], op.requant), name="rescale")
+    return te.compute(x.shape, lambda *i: _rescale(x[i], op.input_zero_point, consts, 0, op.requant), name="rescale")
 
 
 def _qconcat(op: QConcat, xs: list[te.Tensor], consts: dict[str, te.Tensor]) -> te.Tensor:
@@ -279,8 +283,7 @@ def _qconcat(op: QConcat, xs: list[te.Tensor], consts: dict[str, te.Tensor]) -> 
         requant = op.requants[k]
         if requant is None:
             return _clamp(value.astype("int64"), op.lo, op.hi, op.dtype)
-        zero_point = tirx.const(op.input_zero_points[k], "int32")
-        return _requantize(value.astype("int32") - zero_point, consts["multiplier"][k], consts["shift"][k], requant)
+        return _rescale(value, op.input_zero_points[k], consts, k, requant)
 
     def out(*i):
         value = part(len(xs) - 1, i)

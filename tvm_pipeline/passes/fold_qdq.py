@@ -214,11 +214,16 @@ def _core(graph: Graph, op: DataflowOp, sy: float, zy: int, lo: int, hi: int, dt
     raise NoMatch(f"no integer kernel for {core.op}")
 
 
+def _same_quantization(graph: Graph, source: Source, sx: float, zx: int, sy: float, zy: int, dtype: str) -> bool:
+    """Whether the output is quantized as the source is: same float32 scale, zero point and integer type."""
+    return (np.float32(sx), zx, graph.dtype(source.var)) == (np.float32(sy), zy, dtype)
+
+
 def _same_parameters(graph: Graph, source: Source, sx: float, zx: int, sy: float, zy: int, lo: int, hi: int,
                      dtype: str) -> bool:
     """Whether quantizing with (sy, zy, lo, hi, dtype) gives back the source's own integers (nothing clamped)."""
     info = np.iinfo(dtype)
-    return (np.float32(sx), zx, lo, hi, graph.dtype(source.var)) == (np.float32(sy), zy, info.min, info.max, dtype)
+    return _same_quantization(graph, source, sx, zx, sy, zy, dtype) and (lo, hi) == (info.min, info.max)
 
 
 def _fuse_residual(graph: Graph, add_op: DataflowOp, add: Fold) -> Fold:
@@ -251,7 +256,7 @@ def _pool(graph, op, sy, zy, lo, hi, dtype, arithmetic) -> Fold:
         if any(a["padding"]) or a["ceil_mode"] or a["layout"] != "NCHW" or tuple(a["dilation"]) != (1, 1):
             raise NoMatch("average pooling with padding, ceil mode, dilation or a non-NCHW layout")
         kernel, strides = tuple(a["pool_size"]), tuple(a["strides"])
-        if arithmetic == "tflite" and (np.float32(sx), zx, graph.dtype(source.var)) == (np.float32(sy), zy, dtype):
+        if arithmetic == "tflite" and _same_quantization(graph, source, sx, zx, sy, zy, dtype):
             # TFLite's AVERAGE_POOL_2D (its parameters are the input's): the raw integers' mean, half away from 0
             return Fold("", QAvgPoolTFLite(kernel, strides, tuple(out_shape), lo, hi, dtype), (source,))
     count = kernel[0] * kernel[1]
@@ -271,7 +276,7 @@ def _max_pool(graph, op, sy, zy, lo, hi, dtype) -> Fold:
                                        a["padding"][:2]):
         if any(all(not 0 <= i * s - pad + r * d < size for r in range(k)) for i in range(out)):
             raise NoMatch("max pooling with a window that lies entirely in the padding")
-    copy = (np.float32(sx), zx, graph.dtype(source.var)) == (np.float32(sy), zy, dtype)
+    copy = _same_quantization(graph, source, sx, zx, sy, zy, dtype)
     requant = None if copy else Requant.from_scale(np.float32(sx) / np.float32(sy), zy, lo, hi, dtype)
     pool = QMaxPool(tuple(a["pool_size"]), tuple(a["strides"]), tuple(a["padding"]), tuple(a["dilation"]), zx,
                     tuple(out_shape), requant, lo, hi, dtype)

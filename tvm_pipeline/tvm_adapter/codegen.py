@@ -216,9 +216,9 @@ def _minmax_helpers(used: list[tuple[str, str]]) -> str:
 def lower_to_c(func: tirx.PrimFunc, symbol: str) -> LoweredKernel:
     """Lower one (scheduled) kernel to standalone C with a raw-pointer signature."""
     plain, (raw, params, workspace_bytes) = _lower_both(func, symbol, C_TARGET)
-    # Proven on the unpartitioned loops: partitioning repeats the output's store once per part, which the proof does
-    # not follow, but every element is still written once, reading what it read before.
-    # or, for a kernel that reads each input plane before writing that output plane, on the code emitted
+    # Element by element: proven on the unpartitioned loops (partitioning repeats the output's store once per part,
+    # which the proof does not follow, but every element is still written once, reading what it read before).
+    # Plane by plane (in-place depthwise): proven on the code emitted.
     inplace = _inplace_params(*plain[:2]) or plane_inplace_params(raw, params)
     raw, helpers = _minmax_as_calls(raw)
     mod = tirx.transform.LowerIntrin()(tvm.IRModule({symbol: raw}))
