@@ -52,8 +52,9 @@ def _round_shift(value: tirx.PrimExpr, shift: tirx.PrimExpr) -> tirx.PrimExpr:
 
 
 def _clamp(value: tirx.PrimExpr, lo: int, hi: int, dtype: str) -> tirx.PrimExpr:
-    """clamp(value, lo, hi) stored as `dtype` (exact: [lo, hi] lies within it)."""
-    return tirx.max(tirx.min(value, _i64(hi)), _i64(lo)).astype(dtype)
+    """clamp(value, lo, hi) stored as `dtype` (exact: [lo, hi] lies within it and within value's type)."""
+    bound = str(value.ty.dtype)
+    return tirx.max(tirx.min(value, tirx.const(hi, bound)), tirx.const(lo, bound)).astype(dtype)
 
 
 def _requantize(acc: tirx.PrimExpr, multiplier: tirx.PrimExpr, shift: tirx.PrimExpr, requant: Requant) -> tirx.PrimExpr:
@@ -63,7 +64,7 @@ def _requantize(acc: tirx.PrimExpr, multiplier: tirx.PrimExpr, shift: tirx.PrimE
     """
     if requant.arithmetic == "tflite":
         scaled = _tflite_scale(acc, multiplier, shift)
-        return _clamp(scaled + _i64(requant.zero_point), requant.lo, requant.hi, requant.dtype)
+        return _clamp(scaled + _i32(requant.zero_point), requant.lo, requant.hi, requant.dtype)
     product = acc.astype("int64") * multiplier.astype("int64")
     return _clamp(_round_shift(product, shift.astype("int64")) + _i64(requant.zero_point), requant.lo, requant.hi,
                   requant.dtype)
@@ -92,20 +93,24 @@ def _i32(value: int) -> tirx.PrimExpr:
 
 
 def _tflite_scale(x: tirx.PrimExpr, multiplier, exponent) -> tirx.PrimExpr:
-    """int8_ops.tflite_scale (TFLite's MultiplyByQuantizedMultiplier, closed form) of an int32 value, as int64.
+    """int8_ops.tflite_scale (TFLite's MultiplyByQuantizedMultiplier) of an int32 value, as int32.
 
-    `multiplier`/`exponent`: kernel constants (loaded per channel) or Python ints (folded by the simplifier). The
-    shifted value stays below 2^31 (as in TFLite's int32 code) and m < 2^31, so the product fits int64; `v >> 63`
-    is -1 for a negative v, else 0.
+    `multiplier`/`exponent`: kernel constants (loaded per channel) or Python ints (folded by the simplifier). Written
+    as TFLite's own int32 code (one 32x32->64 multiply, then RoundingDivideByPOT's mask and threshold), not as one
+    int64 closed form: a 32-bit core pays ~6 instructions for each variable int64 shift, and the int64 form spent
+    ~70 instructions an output, this one ~20. The shifted value stays below 2^31 (as in TFLite) and m < 2^31, so
+    the product fits int64; `(p + 2^30) >> 31` is TFLite's nudged, truncated SaturatingRoundingDoublingHighMul.
     """
-    exponent = tirx.const(exponent, "int64") if isinstance(exponent, int) else exponent.astype("int64")
+    exponent = _i32(exponent) if isinstance(exponent, int) else exponent.astype("int32")
     multiplier = tirx.const(multiplier, "int64") if isinstance(multiplier, int) else multiplier.astype("int64")
-    zero = _i64(0)
+    zero = _i32(0)
     left, right = tirx.max(exponent, zero), tirx.max(zero - exponent, zero)
-    value = x.astype("int64") << left
-    high = (value * multiplier + _i64(1 << 30)) >> _i64(31)
-    sign = tirx.if_then_else(right > zero, value >> _i64(63), zero)  # no correction without a right shift
-    return (high + ((_i64(1) << right) >> _i64(1)) + sign) >> right
+    product = (x.astype("int32") << left).astype("int64") * multiplier
+    high = ((product + _i64(1 << 30)) >> _i64(31)).astype("int32")
+    # (1 << right) - 1 in uint32: right may be 31, where int32's 1 << 31 overflows
+    mask = ((tirx.const(1, "uint32") << right.astype("uint32")) - tirx.const(1, "uint32")).astype("int32")
+    threshold = (mask >> _i32(1)) - (high >> _i32(31))  # +1 for a negative value: ties round away from zero
+    return (high >> right) + ((high & mask) > threshold).astype("int32")
 
 
 def _add_tflite(op: QAddTFLite, a: tirx.PrimExpr, b: tirx.PrimExpr) -> tirx.PrimExpr:
@@ -113,7 +118,7 @@ def _add_tflite(op: QAddTFLite, a: tirx.PrimExpr, b: tirx.PrimExpr) -> tirx.Prim
     left = _i32(QAddTFLite.LEFT_SHIFT)
     scaled_a = _tflite_scale((a.astype("int32") - _i32(op.zero_point_a)) << left, op.multiplier_a, op.exponent_a)
     scaled_b = _tflite_scale((b.astype("int32") - _i32(op.zero_point_b)) << left, op.multiplier_b, op.exponent_b)
-    total = _tflite_scale(scaled_a + scaled_b, op.output_multiplier, op.output_exponent) + _i64(op.zero_point)
+    total = _tflite_scale(scaled_a + scaled_b, op.output_multiplier, op.output_exponent) + _i32(op.zero_point)
     return _clamp(total, op.lo, op.hi, op.dtype)
 
 
