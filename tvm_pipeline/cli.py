@@ -72,7 +72,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from tvm_pipeline.board.boards import load_board
     from tvm_pipeline.board.runner import QemuRunner
-    from tvm_pipeline.evaluate import evaluate, load_input, model_metadata
+    from tvm_pipeline.evaluate import evaluate, load_input, model_metadata, reference_name
 
     if args.serial and args.host:
         raise UserError("--serial reads a real board and --host runs on this machine: give one of them")
@@ -95,12 +95,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
             return f"n/a ({'serial' if args.serial else 'host'})" if v is None else f"{v:,}{unit}"
 
         print(f"{'board':<18}{result.board}")
+        versus = f"vs {reference_name(Path(args.model_dir))}"
         if result.max_abs_diff_lsb is not None:  # an integer (int8) output: the 1-LSB rule
-            print(f"{'vs onnxruntime':<18}max |diff| {result.max_abs_diff_lsb} LSB, {result.mismatch_fraction:.2%} of "
+            print(f"{versus:<18}max |diff| {result.max_abs_diff_lsb} LSB, {result.mismatch_fraction:.2%} of "
                   f"elements differ, {result.over_1lsb_fraction:.2%} by > 1 LSB ({'OK' if ok else 'FAIL'}, rule: "
                   f">= 99.9% within 1 LSB); argmax match: {result.argmax_match}")
         else:
-            print(f"{'vs onnxruntime':<18}max rel error {result.max_rel_error:.2e} "
+            print(f"{versus:<18}max rel error {result.max_rel_error:.2e} "
                   f"({'OK' if ok else 'FAIL'}, tolerance {args.tolerance:g}); argmax match: {result.argmax_match}")
         print(f"{'peak SRAM':<18}{fmt(result.peak_sram_bytes)}  = static {fmt(result.static_ram_bytes)} "
               f"(arena {fmt(result.arena_bytes)}) + stack {fmt(result.stack_peak_bytes)}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -127,17 +128,29 @@ def _run_tflite_micro(model_file: Path, name: str, x: np.ndarray) -> np.ndarray:
     return interpreter.get_output(0)
 
 
-#: The runtime that runs a reference model, by the reference file's suffix.
-_REFERENCE_RUNTIMES = {".onnx": _run_onnxruntime, ".tflite": _run_tflite_interpreter}
+#: The runtime that runs a reference model (its name, its runner), by the reference file's suffix.
+_REFERENCE_RUNTIMES = {".onnx": ("onnxruntime", _run_onnxruntime), ".tflite": ("LiteRT", _run_tflite_interpreter)}
+
+
+def _reference_runtime(model_dir: Path) -> tuple[Path, str, Callable]:
+    """(reference file, runtime name, runner): the source model's own format's runtime (onnxruntime; LiteRT for a
+    float .tflite, TFLite Micro for one compiled with TFLite's integer arithmetic)."""
+    meta, _ = model_metadata(model_dir)
+    reference = Path(model_dir) / meta.get("reference", "reference.onnx")  # folders from before TFLite support
+    if meta.get("int8_arithmetic") == "tflite":
+        return reference, "TFLite Micro", _run_tflite_micro
+    return reference, *_REFERENCE_RUNTIMES[reference.suffix]
+
+
+def reference_name(model_dir: Path) -> str:
+    """The name of the runtime `reference_output` runs (what `tvmp run` compares with)."""
+    return _reference_runtime(model_dir)[1]
 
 
 def reference_output(model_dir: Path, x: np.ndarray) -> np.ndarray:
-    """The source model's output, run by its own format's runtime (onnxruntime; LiteRT for a float .tflite, TFLM for
-    an int8 one)."""
-    meta, _ = model_metadata(model_dir)
-    reference = Path(model_dir) / meta.get("reference", "reference.onnx")  # folders from before TFLite support
-    spec = meta["inputs"][0]
-    run = _run_tflite_micro if meta.get("int8_arithmetic") == "tflite" else _REFERENCE_RUNTIMES[reference.suffix]
+    """The source model's output, run by its own format's runtime (see `reference_name`)."""
+    reference, _, run = _reference_runtime(model_dir)
+    spec = model_metadata(model_dir)[0]["inputs"][0]
     return run(reference, spec["name"], x.reshape(spec["shape"]))
 
 
