@@ -140,14 +140,16 @@ def _qconv2d(op: QConv2d, x: te.Tensor, consts: dict[str, te.Tensor], skip: te.T
     per_group = out_c // op.groups
     w, bias = consts["weight"], consts["bias"]
     rc, ry, rx = te.reduce_axis((0, group_c), "rc"), te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
+    padded = x
+    if any(op.padding):  # padding reads the input zero point: the bias holds -zp * sum(w)
+        zero_point = tirx.const(op.input_zero_point, x.dtype)
+        padded = te.compute((n, int(x.shape[1]), height + pt + pb, width + pl + pr), lambda b, c, y, xx: tirx.if_then_else(
+            _inside(y - pt, height, xx - pl, width), x[b, c, y - pt, xx - pl], zero_point), name="pad")
 
     def tap(b, o, i, j):
-        y, xx = i * sh + ry * dh - pt, j * sw + rx * dw - pl
-        value = x[b, o // per_group * group_c + rc, y, xx].astype("int32")
-        if any(op.padding):  # padding reads the input zero point: the bias holds -zp * sum(w)
-            inside = _inside(y, height, xx, width)
-            value = tirx.if_then_else(inside, value, tirx.const(op.input_zero_point, "int32"))
-        return value * w[o, rc, ry, rx].astype("int32")
+        channel = rc if op.groups == 1 else o // per_group * group_c + rc  # no `o` in a dense conv's input index
+        value = padded[b, channel, i * sh + ry * dh, j * sw + rx * dw]
+        return value.astype("int32") * w[o, rc, ry, rx].astype("int32")
 
     acc = te.compute((n, out_c, oh, ow), lambda b, o, i, j: te.sum(tap(b, o, i, j), axis=[rc, ry, rx]), name="acc")
 
