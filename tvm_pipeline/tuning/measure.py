@@ -15,7 +15,6 @@ peak stack is made of (`stack peak = depth of model_run's call + the deepest ker
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,8 +141,8 @@ def write_kernel_folder(build: KernelBuild, inputs: list[np.ndarray], folder: Pa
     if build.object_code is not None:
         (folder / "kernel.o").write_bytes(build.object_code)
     else:
-        source = re.sub(r"^#include .*\n", "", kernel.source, flags=re.M)
-        (folder / "kernel.c").write_text(f"{_HEADER}#include <math.h>\n#include <stdbool.h>\n#include <stdint.h>\n\n{source}")
+        (folder / "kernel.c").write_text(
+            f"{_HEADER}#include <math.h>\n#include <stdbool.h>\n#include <stdint.h>\n\n{kernel.source}")
 
 
 def run_kernel(build: KernelBuild, inputs: list[np.ndarray], board: Board, runner: Runner,

@@ -9,6 +9,7 @@ import tvm
 import tvm_ffi
 from tvm import ir, s_tir, tirx
 
+from tvm_pipeline.tvm_adapter import dsp
 from tvm_pipeline.tvm_adapter.plane_inplace import plane_inplace_params
 from tvm_pipeline.tvm_adapter.types import C_TARGET, LOCAL_SCRATCH_LIMIT_BYTES, KernelParam, LoweredKernel
 
@@ -226,7 +227,9 @@ def lower_to_c(func: tirx.PrimFunc, symbol: str) -> LoweredKernel:
     source = _TVM_PREAMBLE.sub("", source).replace("TVM_DLL ", "")
     source = re.sub(r"#ifdef __cplusplus\nextern \"C\"\n#endif\n", "", source)
     source = re.sub(r"^\w+ tvmp_(?:min|max)_\w+\(.*\);\n", "", source, flags=re.M)  # TVM declares each call's callee
-    return LoweredKernel(symbol, _minmax_helpers(helpers) + source.strip() + "\n", params, workspace_bytes, inplace)
+    source = dsp.DECLARATION.sub("", source)
+    helpers_c = _minmax_helpers(helpers) + dsp.helper_definitions(source)
+    return LoweredKernel(symbol, helpers_c + source.strip() + "\n", params, workspace_bytes, inplace)
 
 
 

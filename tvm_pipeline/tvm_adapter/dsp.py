@@ -1,0 +1,109 @@
+"""Cortex-M DSP-extension dot products as TensorIR tensor intrinsics, and the C each one calls.
+
+`dot4_intrin(dtype)` names a tensor intrinsic that `Schedule.tensorize` puts in place of a 4-long int8 dot product
+accumulated into an int32:
+
+    for k in 0..4:  acc += int32(a[k]) * int32(w[k])          (a: int8 or uint8 activations, w: int8 weights)
+    ->              acc = tvmp_dot4_s8(&a[0], &w[0], acc)        (a C call; `lower_to_c` adds its definition)
+
+On a core with the DSP extension (Cortex-M4, M7, M33, M55: gcc defines __ARM_FEATURE_DSP) the helper loads each
+operand's four bytes as one word, widens them to two pairs of int16 with SXTB16 (UXTB16 for uint8) and accumulates
+both pairs with two SMLADs: 8 instructions for 4 MACs, and neighbours in a register block share the loads and
+widenings (a 2 x 2 block: 20 instructions for 16 MACs). Elsewhere (the host build, a Cortex-M0+) it is plain C.
+Either way the products and sums are the scalar loop's (SMLAD's additions wrap like C's int32 ones), so results are
+bit-identical to the scalar kernels.
+"""
+
+from __future__ import annotations
+
+import re
+
+from tvm import s_tir
+from tvm.script import tirx as T
+
+#: Tensor intrinsic name -> the C function its implementation calls, by activation dtype.
+_DOT4 = {"int8": ("tvmp.dot4_s8s8", "tvmp_dot4_s8"), "uint8": ("tvmp.dot4_u8s8", "tvmp_dot4_u8")}
+
+#: How each helper widens its activation word: SXTB16 sign-extends bytes 0 and 2 (ROR #8: 1 and 3), UXTB16
+#: zero-extends them; the weight word is always int8.
+_WIDEN = {"tvmp_dot4_s8": ("sxtb16", "int8_t"), "tvmp_dot4_u8": ("uxtb16", "uint8_t")}
+
+_registered: set[str] = set()
+
+
+def _dot4_functions(dtype: str, helper: str):
+    """(description, implementation) PrimFuncs of the 4-long dot product for `dtype` activations."""
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, w: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (4,), dtype, offset_factor=1)
+        W = T.match_buffer(w, (4,), "int8", offset_factor=1)
+        C = T.match_buffer(c, (1,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0], A[0:4], W[0:4])
+            T.writes(C[0])
+            for k in T.serial(0, 4):
+                with T.sblock("update"):
+                    vk = T.axis.remap("R", [k])
+                    C[0] = C[0] + T.Cast("int32", A[vk]) * T.Cast("int32", W[vk])
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, w: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (4,), dtype, offset_factor=1)
+        W = T.match_buffer(w, (4,), "int8", offset_factor=1)
+        C = T.match_buffer(c, (1,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0], A[0:4], W[0:4])
+            T.writes(C[0])
+            C[0] = T.call_extern("int32", helper, A.access_ptr("r"), W.access_ptr("r"), C[0])
+
+    return desc, impl
+
+
+def dot4_intrin(dtype: str) -> str:
+    """The name of the 4-long dot-product tensor intrinsic for `dtype` (int8 or uint8) activations, registered
+    with TVM on first use."""
+    name, helper = _DOT4[dtype]
+    if name not in _registered:
+        s_tir.TensorIntrin.register(name, *_dot4_functions(dtype, helper), override=True)
+        _registered.add(name)
+    return name
+
+
+def _helper_source(helper: str) -> str:
+    widen, a_type = _WIDEN[helper]
+    guard = helper.upper()
+    return f"""#ifndef {guard}
+#define {guard}
+#include <string.h>
+#if defined(__ARM_FEATURE_DSP)
+#include <arm_acle.h>
+#endif
+/* acc + a[0]*w[0] + a[1]*w[1] + a[2]*w[2] + a[3]*w[3] (tvm_adapter/dsp.py) */
+static inline int32_t {helper}(const {a_type}* a, const int8_t* w, int32_t acc) {{
+#if defined(__ARM_FEATURE_DSP)
+  uint32_t x, y, x13, y13;
+  memcpy(&x, a, 4);  /* one (unaligned) word load */
+  memcpy(&y, w, 4);
+  __asm__("{widen} %0, %1, ror #8" : "=r"(x13) : "r"(x));  /* bytes 1 and 3; the rotation costs nothing */
+  __asm__("sxtb16 %0, %1, ror #8" : "=r"(y13) : "r"(y));
+  acc = __smlad(__{widen}(x), __sxtb16(y), acc);  /* bytes 0 and 2 */
+  return __smlad(x13, y13, acc);
+#else
+  return acc + a[0] * w[0] + a[1] * w[1] + a[2] * w[2] + a[3] * w[3];
+#endif
+}}
+#endif
+"""
+
+
+_CALL = re.compile(r"\b(tvmp_dot4_(?:s8|u8))\(")
+
+
+def helper_definitions(source: str) -> str:
+    """C definitions of the dot-product helpers `source` calls (each guarded, so kernels can be concatenated)."""
+    return "".join(_helper_source(h) for h in dict.fromkeys(_CALL.findall(source)))
+
+
+#: TVM declares each extern callee (`int32_t tvmp_dot4_s8(void*, void*, int32_t);`): the definitions replace that.
+DECLARATION = re.compile(r"^\w+ tvmp_dot4_(?:s8|u8)\(.*\);\n", re.M)
