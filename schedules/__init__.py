@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 
-def pattern_rules(inplace_depthwise: bool = True) -> list[Callable]:
+def pattern_rules(inplace_depthwise: bool = True, dsp: bool = False) -> list[Callable]:
     """The pattern-specific rules `tvmp compile` tries, in order, before a kernel falls back to the default schedule
-    (tuning records apply only to kernels none of them takes). The patch-stage search and the tuner use the same."""
-    from schedules import bottleneck, depthwise_inplace
+    (tuning records apply only to kernels none of them takes). The patch-stage search and the tuner use the same.
+    `dsp`: the board's core has the DSP extension (SMLAD): int8 convs run as tensorized im2col products."""
+    from schedules import bottleneck, depthwise_inplace, int8_dsp
 
-    return [bottleneck.rule, *([depthwise_inplace.rule] if inplace_depthwise else [])]
+    return [bottleneck.rule, *([int8_dsp.rule] if dsp else []), *([depthwise_inplace.rule] if inplace_depthwise else [])]

@@ -23,13 +23,13 @@ def _is_reduction(sch: s_tir.Schedule, block: s_tir.SBlockRV) -> bool:
     return any(int(iv.iter_type) != 0 for iv in sch.get(block).iter_vars)
 
 
-def _inline_injective(sch: s_tir.Schedule) -> None:
-    """Inline injective blocks into their consumers until nothing changes."""
+def _inline_injective(sch: s_tir.Schedule, keep: tuple[str, ...] = ()) -> None:
+    """Inline injective blocks (but those named in `keep`) into their consumers until nothing changes."""
     changed = True
     while changed:
         changed = False
         for block in sch.get_child_blocks(sch.get_sblock("root")):
-            if _is_reduction(sch, block) or not sch.get_consumers(block):
+            if _is_reduction(sch, block) or not sch.get_consumers(block) or sch.get(block).name_hint in keep:
                 continue
             try:
                 sch.compute_inline(block)

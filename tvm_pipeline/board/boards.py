@@ -28,6 +28,10 @@ class MemoryRegion:
         return self.origin <= address < self.origin + self.size
 
 
+#: Cortex-M cores whose gcc -mcpu defines __ARM_FEATURE_DSP.
+_DSP_CPUS = ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55", "cortex-m85")
+
+
 @dataclass(frozen=True)
 class Board:
     """A target board as described by `boards/<name>.json`."""
@@ -44,6 +48,11 @@ class Board:
     zephyr_board: str | None
     arduino_fqbn: str | None
     mpu: bool
+
+    @property
+    def dsp(self) -> bool:
+        """Whether the board's core has the DSP extension (SMLAD, SXTB16): Cortex-M4, M7, M33, M55, M85."""
+        return any(flag in (f"-mcpu={cpu}" for cpu in _DSP_CPUS) for flag in self.cpu_flags)
 
     @property
     def linker_script(self) -> Path:

@@ -39,8 +39,10 @@ from tvm_pipeline.tuning import allowance as model_allowance
 from tvm_pipeline.tuning.tuner import CANDIDATE_TIMEOUT_S, Baseline, KernelTuner, call_args, measure_untuned
 
 
-#: Schedule rules `tvmp compile` runs before the tuning records: the kernels they handle are not tuned.
-FIXED_RULES = tuple(pattern_rules())
+def fixed_rules(board: Board) -> list:
+    """Schedule rules `tvmp compile` runs for `board` before the tuning records: the kernels they handle are not
+    tuned (on a board with the DSP extension, the int8 convs schedules/int8_dsp.py takes)."""
+    return pattern_rules(dsp=board.dsp)
 
 
 def model_kernels(model_path: Path, board: Board, input_shapes: dict | None = None,
@@ -61,7 +63,8 @@ def _untuned_model(model_path: Path, board: Board, input_shapes: dict | None = N
     loaded = load_model(Path(model_path), input_shapes or {})
     options = CompileOptions(board=board.name, disabled_passes=disabled_passes, input_shapes=input_shapes or {})
     fused = fused_graph(loaded, options)[0]
-    program = lower_program(fused, rules=list(FIXED_RULES))
+    rules = fixed_rules(board)
+    program = lower_program(fused, rules=rules)
     layout = plan_arena(program, board.buffer_alignment).layout
     position = {index: p for p, index in enumerate(layout.order)}
     first = {program.input: -1}
@@ -80,7 +83,7 @@ def _untuned_model(model_path: Path, board: Board, input_shapes: dict | None = N
         tir_name = program.kernels[step.kernel].tir_name
         budgets[tir_name] = min(budgets.get(tir_name, free), free)
     fixed = {n for n in budgets if any(rule(tvm_adapter.new_schedule(tvm_adapter.prim_func(fused, n)), n)
-                                       for rule in FIXED_RULES)}
+                                       for rule in rules)}
     kernels = [(name, tvm_adapter.prim_func(fused, name), budget) for name, budget in budgets.items()
                if name not in fixed]
     widest = max((call_args(k) for k in program.kernels.values()), default=0)

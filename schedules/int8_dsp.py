@@ -1,0 +1,121 @@
+"""int8 convolutions as an im2col matrix product on the Cortex-M DSP extension (SMLAD), tensorized.
+
+A dense int8 conv (groups 1, any KxK, stride, dilation, padding) whose reduction length K = C*KH*KW is a multiple of
+4 is rescheduled as CMSIS-NN computes it, but written as TensorIR schedule primitives:
+
+    weight (O, C, KH, KW) -> (O, K)                       transform_layout: the same bytes in flash, a row per channel
+    acc[o, i, j] over (rc, ry, rx) -> acc[o, p] over k     transform_block_layout: pixels p = i*OW + j, one k
+    col[p, k] = padded input under pixel p's window        reindex: im2col, padding read as the input zero point
+    for each block of P pixels:                            compute_at: col holds P x K bytes (workspace), once
+        fill col (P x K)                                        per pixel block, whatever the output channels
+        for each block of C output channels:
+            for k in 0..K/4: for c < C, p < P:             tensorize: acc[c, p] = tvmp_dot4(&col[p, 4k], &w[c, 4k],
+                                                                        acc[c, p]) (tvm_adapter.dsp: 2 SMLADs)
+            requantize the C x P block                     reverse_compute_at: the epilogue under the channel block
+
+Every output sums the same products (in another order): integer sums are exact, so outputs are bit-identical to the
+scalar schedule's. Against that schedule (schedules/default.py) it trades P*K bytes of workspace (the planner
+budgets it like any kernel scratch) for no padding checks in the inner loop and 2 MACs an instruction:
+measured on the emulated F746 (-O3), see `bench/tuning_bench.py`.
+
+`rule` takes the kernels it applies to when the board has the DSP extension (`schedules.pattern_rules(dsp=True)`).
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir
+
+from schedules import default
+from schedules.bottleneck_int8 import ConvInfo
+from tvm_pipeline.tvm_adapter import dsp
+
+#: (output channels, pixels) a pass over k computes when the pixel count allows pixel pairs: 4 accumulators, and
+#: each operand word loaded and widened serves 2 of them.
+BLOCK = (2, 2)
+#: ... and when it does not (an odd pixel count): each col word serves 4 channels.
+BLOCK_SINGLE_PIXEL = (4, 1)
+
+
+def applies(func) -> bool:
+    """Whether `func` is a fold-qdq int8 conv this schedule handles."""
+    info = ConvInfo.of(func)
+    if info is None or info.groups != 1 or _reads_output_through_view(func):
+        return False
+    _, channels, kh, kw = info.weight_shape
+    x, weight = func.params[0], func.params[2 if info.residual is not None else 1]
+    return (channels * kh * kw) % 4 == 0 and str(x.ty.dtype.dtype) in ("int8", "uint8") \
+        and str(weight.ty.dtype.dtype) == "int8"
+
+
+def _reads_output_through_view(func) -> bool:
+    """Whether the conv's output reaches the kernel's output through a layout change (a view after the epilogue):
+    the schedule moves the epilogue, which must be the block that writes the output. Views of the input are
+    inlined into the im2col buffer."""
+    sch = s_tir.Schedule(func)
+    try:
+        epilogue = sch.get_sblock("requantize")
+    except s_tir.ScheduleError:
+        return True
+    return bool(sch.get_consumers(epilogue))
+
+
+def _read_index(sch: s_tir.Schedule, block: s_tir.SBlockRV, name: str) -> int:
+    return [region.source.name for region in sch.get(block).reads].index(name)
+
+
+def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None) -> None:
+    """Schedule a kernel `applies` accepts (see the module docstring); `block` = (channels, pixels) overrides the
+    register block."""
+    func = sch.mod["main"]
+    info = ConvInfo.of(func)
+    x, weight = func.params[0], func.params[2 if info.residual is not None else 1]
+    out_c, in_c, kh, kw = info.weight_shape
+    ow = int(func.params[-1].ty.shape[3])
+    window = kh * kw
+    acc, epilogue = sch.get_sblock("acc"), sch.get_sblock("requantize")
+
+    sch.transform_layout(acc, ("read", _read_index(sch, acc, weight.name)),
+                         lambda o, c, y, xx: (o, c * window + y * kw + xx))
+    sch.transform_block_layout(acc, lambda b, o, i, j, rc, ry, rx: (b, o, i, j, rc * window + ry * kw + rx))
+    reads = [region.source.name for region in sch.get(acc).reads]
+    col = sch.reindex(acc, ("read", next(i for i, name in enumerate(reads) if name != weight.name)))
+    if any(info.padding):
+        sch.compute_inline(sch.get_sblock("pad"))
+    default._inline_injective(sch, keep=(sch.get(col).name_hint,))  # noqa: SLF001 - input views, into col
+
+    # Pixel blocks stay within a row: a block across rows makes the pixel index a division, and LoopPartition
+    # (TVM 0.27) then splits col's fill loop at a wrong bound, writing past the block (measured on a 6x9 output).
+    channels, pixels = block or (BLOCK if ow % BLOCK[1] == 0 else BLOCK_SINGLE_PIXEL)
+    channels = channels if out_c % channels == 0 else 1
+    pixels = pixels if ow % pixels == 0 else 1
+    _, o, i, j, k = sch.get_loops(acc)
+    p_outer, p_inner = sch.split(j, [None, pixels])
+    o_outer, o_inner = sch.split(o, [None, channels])
+    k_outer, k_inner = sch.split(k, [None, 4])
+    sch.reorder(i, p_outer, o_outer, k_outer, o_inner, p_inner, k_inner)
+    sch.compute_at(col, p_outer)
+    if window > 1:  # fill col by (rc, ry, rx): plain index arithmetic instead of a division per byte
+        sch.split(sch.get_loops(col)[-1], [in_c, kh, kw])
+    sch.reverse_compute_at(epilogue, o_outer)
+    sch.decompose_reduction(acc, k_outer)
+    sch.tensorize(k_inner, dsp.dot4_intrin(str(x.ty.dtype.dtype)))
+    # accumulators indexed by constants stay in registers; a residual's epilogue keeps its loops: one store, so that
+    # the output can be proven to replace the skip input in place (tvm_adapter.codegen), and gcc unrolls them anyway
+    epilogue_loops = [] if info.residual is not None else _below(sch, "requantize", o_outer)
+    for loop in (o_inner, p_inner, *epilogue_loops, *_below(sch, "acc_init", o_outer)):
+        sch.unroll(loop)
+
+
+def _below(sch: s_tir.Schedule, block: str, loop: s_tir.LoopRV) -> list[s_tir.LoopRV]:
+    """The loops of `block` nested inside `loop`."""
+    loops = sch.get_loops(sch.get_sblock(block))
+    index = next(i for i, lp in enumerate(loops) if sch.get(lp).same_as(sch.get(loop)))
+    return loops[index + 1:]
+
+
+def rule(sch: s_tir.Schedule, tir_name: str) -> bool:
+    """Schedule rule for `lowering.lower_program`: the im2col DSP schedule for the int8 convs it applies to."""
+    if not applies(sch.mod["main"]):
+        return False
+    apply(sch)
+    return True
