@@ -1,4 +1,4 @@
-"""Cortex-M DSP-extension dot products as TensorIR tensor intrinsics, and the C each one calls.
+"""Cortex-M DSP-extension dot products as TensorIR tensor intrinsics, and the C helpers kernels call.
 
 `dot4_intrin(dtype)` names a tensor intrinsic that `Schedule.tensorize` puts in place of a 4-long int8 dot product
 accumulated into an int32:
@@ -12,6 +12,9 @@ both pairs with two SMLADs: 8 instructions for 4 MACs, and neighbours in a regis
 widenings (a 2 x 2 block: 20 instructions for 16 MACs). Elsewhere (the host build, a Cortex-M0+) it is plain C.
 Either way the products and sums are the scalar loop's (SMLAD's additions wrap like C's int32 ones), so results are
 bit-identical to the scalar kernels.
+
+The C code generator also prints an int32 clamp to [-128, 127] or [0, 255] (a requantization's last step) as a call
+to `tvmp_ssat8` / `tvmp_usat8`: one SSAT / USAT where the core saturates (__ARM_FEATURE_SAT), min/max elsewhere.
 """
 
 from __future__ import annotations
@@ -97,13 +100,38 @@ static inline int32_t {helper}(const {a_type}* a, const int8_t* w, int32_t acc) 
 """
 
 
-_CALL = re.compile(r"\b(tvmp_dot4_(?:s8|u8))\(")
+def _saturate_source(helper: str) -> str:
+    signed = helper == "tvmp_ssat8"
+    guard, instruction, lo, hi = helper.upper(), "__ssat" if signed else "__usat", -128 if signed else 0, \
+        127 if signed else 255
+    return f"""#ifndef {guard}
+#define {guard}
+#if defined(__ARM_FEATURE_SAT)
+#include <arm_acle.h>
+#endif
+/* clamp(x, {lo}, {hi}) in one instruction where the core saturates (tvm_adapter/dsp.py) */
+static inline int32_t {helper}(int32_t x) {{
+#if defined(__ARM_FEATURE_SAT)
+  return (int32_t){instruction}(x, 8);
+#else
+  return x < {lo} ? {lo} : x > {hi} ? {hi} : x;
+#endif
+}}
+#endif
+"""
+
+
+#: The C helpers kernels may call, by name.
+_HELPERS = {"tvmp_dot4_s8": _helper_source, "tvmp_dot4_u8": _helper_source, "tvmp_ssat8": _saturate_source,
+            "tvmp_usat8": _saturate_source}
+
+_CALL = re.compile(r"\b(" + "|".join(_HELPERS) + r")\(")
 
 
 def helper_definitions(source: str) -> str:
-    """C definitions of the dot-product helpers `source` calls (each guarded, so kernels can be concatenated)."""
-    return "".join(_helper_source(h) for h in dict.fromkeys(_CALL.findall(source)))
+    """C definitions of the helpers `source` calls (each guarded, so kernels can be concatenated)."""
+    return "".join(_HELPERS[h](h) for h in dict.fromkeys(_CALL.findall(source)))
 
 
 #: TVM declares each extern callee (`int32_t tvmp_dot4_s8(void*, void*, int32_t);`): the definitions replace that.
-DECLARATION = re.compile(r"^\w+ tvmp_dot4_(?:s8|u8)\(.*\);\n", re.M)
+DECLARATION = re.compile(r"^\w+ (?:" + "|".join(_HELPERS) + r")\(.*\);\n", re.M)
