@@ -99,11 +99,8 @@ def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None) -> None:
     sch.reverse_compute_at(epilogue, o_outer)
     sch.decompose_reduction(acc, k_outer)
     sch.tensorize(k_inner, dsp.dot4_intrin(str(x.ty.dtype.dtype)))
-    # accumulators indexed by constants stay in registers; a residual's epilogue keeps its loops: one store, so that
-    # the output can be proven to replace the skip input in place (tvm_adapter.codegen), and gcc unrolls them anyway
-    epilogue_loops = [] if info.residual is not None else _below(sch, "requantize", o_outer)
-    for loop in (o_inner, p_inner, *epilogue_loops, *_below(sch, "acc_init", o_outer)):
-        sch.unroll(loop)
+    for loop in (o_inner, p_inner, *_below(sch, "requantize", o_outer), *_below(sch, "acc_init", o_outer)):
+        sch.unroll(loop)  # accumulators indexed by constants stay in registers
 
 
 def _below(sch: s_tir.Schedule, block: str, loop: s_tir.LoopRV) -> list[s_tir.LoopRV]:

@@ -110,6 +110,12 @@ def fused_graph(loaded: LoadedModel, options: CompileOptions) -> tuple[tvm.IRMod
     return fused, notes, arithmetic if folded else None
 
 
+def uses_dsp(board: Board, codegen: str) -> bool:
+    """Whether int8 convs get the DSP (SMLAD) schedule: on a board with the extension, in C (its dot products call
+    C helpers, which an object from TVM's LLVM backend cannot hold)."""
+    return board.dsp and codegen == "c"
+
+
 def compile_model(model_path: Path, out_dir: Path, options: CompileOptions = CompileOptions()) -> CompileResult:
     """Compile an .onnx or .tflite model for `options.board` into `out_dir` (replaced as a whole if it exists)."""
     model_path = Path(model_path)
@@ -120,7 +126,7 @@ def compile_model(model_path: Path, out_dir: Path, options: CompileOptions = Com
     spec = loaded.input
     fused, notes, arithmetic = fused_graph(loaded, options)
     # records applied where they match, never growing arena or stack; codegen "llvm" builds kernels.o
-    lowered = lower_tuned(fused, board, pattern_rules(options.inplace_depthwise, board.dsp), options.tuning or SHIPPED_RECORDS_DIR,
+    lowered = lower_tuned(fused, board, pattern_rules(options.inplace_depthwise, uses_dsp(board, options.codegen)), options.tuning or SHIPPED_RECORDS_DIR,
                           options.codegen, options.planner, reorder=options.order == "best")
     program, arena = lowered.program, lowered.arena
     program.notes.extend([*loaded.notes, *notes, *lowered.notes])

@@ -31,7 +31,7 @@ from tvm_pipeline import tuning_adapter, tvm_adapter
 from tvm_pipeline.arena import plan_arena
 from tvm_pipeline.board.boards import Board, load_board
 from tvm_pipeline.board.runner import QemuRunner, Runner
-from tvm_pipeline.compiler import CompileOptions, fused_graph
+from tvm_pipeline.compiler import CompileOptions, fused_graph, uses_dsp
 from tvm_pipeline.frontend import load_model
 from tvm_pipeline.lowering.lower import lower_program
 from tvm_pipeline.tuning.records import TuningRecord, load_record, save_record
@@ -39,31 +39,31 @@ from tvm_pipeline.tuning import allowance as model_allowance
 from tvm_pipeline.tuning.tuner import CANDIDATE_TIMEOUT_S, Baseline, KernelTuner, call_args, measure_untuned
 
 
-def fixed_rules(board: Board) -> list:
-    """Schedule rules `tvmp compile` runs for `board` before the tuning records: the kernels they handle are not
-    tuned (on a board with the DSP extension, the int8 convs schedules/int8_dsp.py takes)."""
-    return pattern_rules(dsp=board.dsp)
+def fixed_rules(board: Board, codegen: str = "c") -> list:
+    """Schedule rules `tvmp compile` runs for `board` and `codegen` before the tuning records: the kernels they
+    handle are not tuned (in C for a board with the DSP extension: the int8 convs schedules/int8_dsp.py takes)."""
+    return pattern_rules(dsp=uses_dsp(board, codegen))
 
 
 def model_kernels(model_path: Path, board: Board, input_shapes: dict | None = None,
-                  disabled_passes: frozenset[str] = frozenset()):
+                  disabled_passes: frozenset[str] = frozenset(), codegen: str = "c"):
     """(tir_name, PrimFunc, workspace budget) of each distinct tunable kernel of the model, as `tvmp compile` lowers
     them (kernels a fixed rule schedules, such as reordered bottlenecks and in-place depthwise convs, are left out).
 
     The budget is the scratch a kernel may use without growing the untuned plan's arena: the arena size minus the
     bytes of the tensors live at its call (the fewest free bytes over all its calls), rounded down to the alignment.
     """
-    return _untuned_model(model_path, board, input_shapes, disabled_passes)[0]
+    return _untuned_model(model_path, board, input_shapes, disabled_passes, codegen)[0]
 
 
 def _untuned_model(model_path: Path, board: Board, input_shapes: dict | None = None,
-                   disabled_passes: frozenset[str] = frozenset()):
+                   disabled_passes: frozenset[str] = frozenset(), codegen: str = "c"):
     """`model_kernels`, the most arguments of any kernel call of the untuned model (tensors + workspace), and the
     model's digest (see `allowance.model_digest`)."""
     loaded = load_model(Path(model_path), input_shapes or {})
     options = CompileOptions(board=board.name, disabled_passes=disabled_passes, input_shapes=input_shapes or {})
     fused = fused_graph(loaded, options)[0]
-    rules = fixed_rules(board)
+    rules = fixed_rules(board, codegen)
     program = lower_program(fused, rules=rules)
     layout = plan_arena(program, board.buffer_alignment).layout
     position = {index: p for p, index in enumerate(layout.order)}
@@ -164,7 +164,7 @@ def tune_model(model_path: Path, board_name: str, trials: int, out_dir: Path, wo
     `tvmp compile --disable-pass` will be given: the kernels are the ones that compile produces.
     """
     board = load_board(board_name)
-    kernels, widest, digest = _untuned_model(model_path, board, None, disabled_passes)
+    kernels, widest, digest = _untuned_model(model_path, board, None, disabled_passes, codegen)
     out_dir = Path(out_dir)
     records: dict[str, TuningRecord] = {}
     jobs: dict[str, _Job] = {}
