@@ -24,7 +24,7 @@ import re
 from tvm import s_tir
 from tvm.script import tirx as T
 
-#: Tensor intrinsic name -> the C function its implementation calls, by activation dtype.
+#: Activation dtype -> (tensor intrinsic name, the C helper its implementation calls).
 _DOT4 = {"int8": ("tvmp.dot4_s8s8", "tvmp_dot4_s8"), "uint8": ("tvmp.dot4_u8s8", "tvmp_dot4_u8")}
 
 #: How each helper widens its activation word: SXTB16 sign-extends bytes 0 and 2 (ROR #8: 1 and 3), UXTB16
