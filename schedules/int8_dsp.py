@@ -80,9 +80,8 @@ def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None) -> None:
     sch.transform_block_layout(acc, lambda b, o, i, j, rc, ry, rx: (b, o, i, j, rc * window + ry * kw + rx))
     reads = [region.source.name for region in sch.get(acc).reads]
     col = sch.reindex(acc, ("read", next(i for i, name in enumerate(reads) if name != weight.name)))
-    if any(info.padding):
-        sch.compute_inline(sch.get_sblock("pad"))
-    default._inline_injective(sch, keep=(sch.get(col).name_hint,))  # noqa: SLF001 - input views, into col
+    # the padding stage and any input views, into col (which copies the padded input: it stays a stage)
+    default._inline_injective(sch, keep=(sch.get(col).name_hint,))  # noqa: SLF001
 
     # Pixel blocks stay within a row: a block across rows makes the pixel index a division, and LoopPartition
     # (TVM 0.27) then splits col's fill loop at a wrong bound, writing past the block (measured on a 6x9 output).
