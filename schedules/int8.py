@@ -154,11 +154,16 @@ def _qconv2d(op: QConv2d, x: te.Tensor, consts: dict[str, te.Tensor], skip: te.T
     acc = te.compute((n, out_c, oh, ow), lambda b, o, i, j: te.sum(tap(b, o, i, j), axis=[rc, ry, rx]), name="acc")
 
     def epilogue(b, o, i, j):
-        conv = _requantize(acc[b, o, i, j] + bias[o], _channel(consts["multiplier"], o), _channel(consts["shift"], o),
+        return _requantize(acc[b, o, i, j] + bias[o], _channel(consts["multiplier"], o), _channel(consts["shift"], o),
                            op.requant)
-        return conv if op.residual is None else _add(op.residual, conv, skip[b, o, i, j])
 
-    return te.compute(acc.shape, epilogue, name="requantize")
+    if op.residual is None:
+        return te.compute(acc.shape, epilogue, name="requantize")
+    # a stage of its own: the add rescales the conv's value three times over, and as one expression tree TVM's
+    # simplifier took ~60 s a kernel on it (a schedule that inlines it gets the tree back, as before)
+    conv = te.compute(acc.shape, epilogue, name="conv_requantize")
+    return te.compute(acc.shape, lambda b, o, i, j: _add(op.residual, conv[b, o, i, j], skip[b, o, i, j]),
+                      name="requantize")
 
 
 def _qmatmul(op: QMatMul, x: te.Tensor, consts: dict[str, te.Tensor]) -> te.Tensor:

@@ -81,7 +81,7 @@ def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None) -> None:
     reads = [region.source.name for region in sch.get(acc).reads]
     col = sch.reindex(acc, ("read", next(i for i, name in enumerate(reads) if name != weight.name)))
     # the padding stage and any input views, into col (which copies the padded input: it stays a stage)
-    default._inline_injective(sch, keep=(sch.get(col).name_hint,))  # noqa: SLF001
+    default._inline_injective(sch, keep=(sch.get(col).name_hint, "conv_requantize"))  # noqa: SLF001
 
     # Pixel blocks stay within a row: a block across rows makes the pixel index a division, and LoopPartition
     # (TVM 0.27) then splits col's fill loop at a wrong bound, writing past the block (measured on a 6x9 output).
@@ -96,11 +96,15 @@ def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None) -> None:
     sch.compute_at(col, p_outer)
     if window > 1:  # fill col by (rc, ry, rx): plain index arithmetic instead of a division per byte
         sch.split(sch.get_loops(col)[-1], [in_c, kh, kw])
+    if info.residual is not None:  # the conv's own requantization, then the add, per block
+        sch.reverse_compute_at(sch.get_sblock("conv_requantize"), o_outer)
     sch.reverse_compute_at(epilogue, o_outer)
     sch.decompose_reduction(acc, k_outer)
     sch.tensorize(k_inner, dsp.dot4_intrin(str(x.ty.dtype.dtype)))
-    for loop in (o_inner, p_inner, *_below(sch, "requantize", o_outer), *_below(sch, "acc_init", o_outer)):
-        sch.unroll(loop)  # accumulators indexed by constants stay in registers
+    epilogues = ("conv_requantize", "requantize") if info.residual is not None else ("requantize",)
+    for loop in (o_inner, p_inner, *(lp for name in epilogues for lp in _below(sch, name, o_outer)),
+                 *_below(sch, "acc_init", o_outer)):
+        sch.unroll(loop)  # accumulators (and the conv's values) indexed by constants stay in registers
 
 
 def _below(sch: s_tir.Schedule, block: str, loop: s_tir.LoopRV) -> list[s_tir.LoopRV]:

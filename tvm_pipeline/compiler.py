@@ -126,8 +126,9 @@ def compile_model(model_path: Path, out_dir: Path, options: CompileOptions = Com
     spec = loaded.input
     fused, notes, arithmetic = fused_graph(loaded, options)
     # records applied where they match, never growing arena or stack; codegen "llvm" builds kernels.o
-    lowered = lower_tuned(fused, board, pattern_rules(options.inplace_depthwise, uses_dsp(board, options.codegen)), options.tuning or SHIPPED_RECORDS_DIR,
-                          options.codegen, options.planner, reorder=options.order == "best")
+    rules = pattern_rules(options.inplace_depthwise, uses_dsp(board, options.codegen))
+    lowered = lower_tuned(fused, board, rules, options.tuning or SHIPPED_RECORDS_DIR, options.codegen, options.planner,
+                          reorder=options.order == "best")
     program, arena = lowered.program, lowered.arena
     program.notes.extend([*loaded.notes, *notes, *lowered.notes])
     _check_fits(board, arena.layout.arena_bytes, program.weight_bytes)

@@ -104,6 +104,12 @@ _TVM_PREAMBLE = re.compile(
 )
 
 
+def _output_sized(params: tuple[KernelParam, ...]) -> list[int]:
+    """Indices of the inputs as large as the output, of its dtype: the only ones that may share its storage."""
+    out = params[-1]
+    return [i for i, p in enumerate(params[:-1]) if p.nbytes == out.nbytes and p.dtype == out.dtype]
+
+
 def _inplace_params(func: tirx.PrimFunc, params: tuple[KernelParam, ...]) -> tuple[int, ...]:
     """Inputs that the output may share storage with: each element is read once, right where it is replaced.
 
@@ -132,9 +138,7 @@ def _inplace_params(func: tirx.PrimFunc, params: tuple[KernelParam, ...]) -> tup
     tvm_ffi.structural_walk(store.value, [(ir.TensorLoad, inside.append)])
     inside_handles = {ld.__chandle__() for ld in inside}
     result = []
-    for i, param in enumerate(params[:out]):
-        if param.nbytes != params[out].nbytes or param.dtype != params[out].dtype:
-            continue
+    for i in _output_sized(params):
         reads = [ld for ld in loads if ptr_of.get(ld.source.__chandle__()) == i]
         if reads and all(
             ld.__chandle__() in inside_handles and tvm_ffi.structural_equal(list(ld.indices), list(store.indices))
@@ -211,30 +215,25 @@ def _minmax_as_calls(func: tirx.PrimFunc) -> tuple[tirx.PrimFunc, list[tuple[str
 _SATURATIONS = {(-128, 127): "tvmp_ssat8", (0, 255): "tvmp_usat8"}
 
 
-def _call_args(expr, helper: str) -> list | None:
-    """The arguments of `expr` if it is a call to the C helper `helper`, else None."""
-    if not isinstance(expr, ir.Call) or getattr(expr.op, "name", None) != "tirx.call_pure_extern":
-        return None
-    return list(expr.args[1:]) if str(expr.args[0].value) == helper else None
-
-
 def _saturate_stores(func: tirx.PrimFunc) -> tirx.PrimFunc:
-    """`out[i] = (int8) max(min(x, 127), -128)` (min/max already helper calls) -> `out[i] = (int8) ssat8(x)`.
+    """`out[i] = (int8) max(min(x, 127), -128)` on int32 -> `out[i] = (int8) tvmp_ssat8(x)` (uint8: tvmp_usat8).
 
     Only a clamp whose result is stored: an inner one (a conv's, feeding a fused residual add) stays min/max, which
     measured faster there (gcc allocates registers better around it: IC int8's conv+add in 0.75x the instructions).
+    Runs before `_minmax_as_calls`, so only the min/max left get helpers.
     """
     def on_store(store: tirx.BufferStore):
         value = store.value
-        if not isinstance(value, tirx.Cast) or (outer := _call_args(value.value, "tvmp_max_int32")) is None:
+        clamp = value.value if isinstance(value, tirx.Cast) else None
+        if not isinstance(clamp, tirx.Max) or not isinstance(clamp.a, tirx.Min) or str(clamp.ty) != "int32":
             return store
-        inner = _call_args(outer[0], "tvmp_min_int32")
-        if inner is None or not all(isinstance(v, tirx.IntImm) for v in (outer[1], inner[1])):
+        lo, hi = clamp.b, clamp.a.b
+        if not (isinstance(lo, tirx.IntImm) and isinstance(hi, tirx.IntImm)):
             return store
-        helper = _SATURATIONS.get((int(outer[1].value), int(inner[1].value)))
+        helper = _SATURATIONS.get((int(lo.value), int(hi.value)))
         if helper is None:
             return store
-        saturated = tirx.Cast(value.ty.dtype, tirx.call_pure_extern("int32", helper, inner[0]))
+        saturated = tirx.Cast(value.ty.dtype, tirx.call_pure_extern("int32", helper, clamp.a.a))
         return tirx.BufferStore(store.buffer, saturated, store.indices)
 
     return func.with_body(tvm_ffi.structural_map(func.body, [(tirx.BufferStore, on_store)]))
@@ -256,10 +255,9 @@ def lower_to_c(func: tirx.PrimFunc, symbol: str) -> LoweredKernel:
     # Element by element: proven on the loops before partitioning and unrolling (either repeats the output's store,
     # which the proof does not follow, but every element is still written once, reading what it read before).
     # Plane by plane (in-place depthwise): proven on the code emitted.
-    rolled = _lower_raw(func, symbol, C_TARGET, partition=False, unroll=False)
-    inplace = _inplace_params(*rolled[:2]) or plane_inplace_params(raw, params)
-    raw, helpers = _minmax_as_calls(raw)
-    raw = _saturate_stores(raw)
+    rolled = _lower_raw(func, symbol, C_TARGET, partition=False, unroll=False) if _output_sized(params) else None
+    inplace = (rolled and _inplace_params(*rolled[:2])) or plane_inplace_params(raw, params)
+    raw, helpers = _minmax_as_calls(_saturate_stores(raw))
     mod = tirx.transform.LowerIntrin()(tvm.IRModule({symbol: raw}))
     source = tvm.get_global_func("target.build.c")(mod, C_TARGET).inspect_source()
     source = _TVM_PREAMBLE.sub("", source).replace("TVM_DLL ", "")
