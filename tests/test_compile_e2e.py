@@ -85,3 +85,19 @@ def test_every_planner_gives_a_correct_board_run(compiled, planner):
     result = evaluate(out, load_board("stm32f746"), random_input(out, seed=5))
     assert result.max_rel_error <= TOLERANCE
     assert result.arena_bytes == memory["arena_bytes"]
+
+
+def test_constants_and_only_constants_are_read_only(compiled):
+    """Every kernel parameter that each call passes a weight is `const T* restrict` (gcc then keeps what it derives
+    from it in registers across the output's stores); activations never are (an output may overwrite its input)."""
+    import re
+
+    out = compiled("inverted_residual")
+    kernels, model = (out / "kernels.c").read_text(), (out / "model.c").read_text()
+    params = {m[1]: m[2].split(", ") for m in re.finditer(r"^void (tvmp_\w+)\((.*)\) \{$", kernels, re.M)}
+    calls = re.findall(r"^\s*(tvmp_\w+)\((.*)\);$", model, re.M)
+    assert calls and params
+    for symbol, args in calls:
+        for arg, param in zip(args.split(", "), params[symbol]):
+            assert param.startswith("const ") == (" *)weight_" in arg), (symbol, arg, param)
+            assert ("restrict" in param) == param.startswith("const "), param

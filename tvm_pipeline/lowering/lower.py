@@ -21,13 +21,22 @@ def _symbol(tir_name: str) -> str:
     return "tvmp_" + re.sub(r"[^0-9A-Za-z_]", "_", tir_name)
 
 
-def _lower_kernel(mod: tvm.IRModule, tir_name: str, rules: list[ScheduleRule]) -> Kernel:
+def _lower_kernel(mod: tvm.IRModule, tir_name: str, rules: list[ScheduleRule], read_only: tuple[int, ...]) -> Kernel:
     sch = tvm_adapter.new_schedule(tvm_adapter.prim_func(mod, tir_name))
     if not any(rule(sch, tir_name) for rule in rules):
         default_schedule.apply(sch)
-    lowered = tvm_adapter.lower_to_c(tvm_adapter.scheduled_func(sch), _symbol(tir_name))
+    lowered = tvm_adapter.lower_to_c(tvm_adapter.scheduled_func(sch), _symbol(tir_name), read_only)
     return Kernel(lowered.symbol, lowered.source, lowered.params, lowered.workspace_bytes, tir_name,
                   lowered.inplace_params)
+
+
+def _constant_params(bindings) -> dict[str, tuple[int, ...]]:
+    """Per kernel, the parameters that every call of it passes a constant."""
+    found: dict[str, set[int]] = {}
+    for binding in bindings:
+        constant = {i for i, a in enumerate(binding.args) if isinstance(a, np.ndarray)}
+        found[binding.func_name] = found.get(binding.func_name, constant) & constant
+    return {name: tuple(sorted(params)) for name, params in found.items()}
 
 
 def lower_program(mod: tvm.IRModule, rules: list[ScheduleRule] | None = None) -> Program:
@@ -53,6 +62,7 @@ def lower_program(mod: tvm.IRModule, rules: list[ScheduleRule] | None = None) ->
             constants[name] = value
         return constant_by_digest[digest]
 
+    read_only = _constant_params(main.bindings)
     for binding in main.bindings:
         if not binding.func_name:  # `y = x`: no code, the same storage
             alias[binding.output] = alias.get(binding.args[0], binding.args[0])
@@ -63,7 +73,8 @@ def lower_program(mod: tvm.IRModule, rules: list[ScheduleRule] | None = None) ->
             steps.append(Step(binding.output, "", (binding.output,), (), binding.output, window))
             continue
         if binding.func_name not in kernels:
-            kernels[binding.func_name] = _lower_kernel(mod, binding.func_name, rules or [])
+            kernels[binding.func_name] = _lower_kernel(mod, binding.func_name, rules or [],
+                                                       read_only[binding.func_name])
         args = [constant(a) if isinstance(a, np.ndarray) else alias.get(a, a) for a in binding.args]
         inputs = tuple(dict.fromkeys(a for a in args if a in tensors))
         tensors[binding.output] = binding.output_type
