@@ -57,13 +57,15 @@ def _clamp(value: tirx.PrimExpr, lo: int, hi: int, dtype: str) -> tirx.PrimExpr:
     return tirx.max(tirx.min(value, tirx.const(hi, bound)), tirx.const(lo, bound)).astype(dtype)
 
 
-def _requantize(acc: tirx.PrimExpr, multiplier: tirx.PrimExpr, shift: tirx.PrimExpr, requant: Requant) -> tirx.PrimExpr:
+def _requantize(acc: tirx.PrimExpr, multiplier: tirx.PrimExpr, shift: tirx.PrimExpr, requant: Requant,
+                acc_bound: int | None = None) -> tirx.PrimExpr:
     """The epilogue: |acc| < 2^31 and multiplier < 2^24 (int8_ops), so the int64 product cannot overflow.
 
-    A requant in TFLite's arithmetic: `multiplier` is Q31, `shift` TFLite's signed exponent (int8_ops.tflite_scale).
+    A requant in TFLite's arithmetic: `multiplier` is Q31, `shift` TFLite's signed exponent (int8_ops.tflite_scale);
+    `acc_bound` (|acc| <= acc_bound, known at compile time) lets it use cheaper exact forms (`_tflite_scale`).
     """
     if requant.arithmetic == "tflite":
-        scaled = _tflite_scale(acc, multiplier, shift)
+        scaled = _tflite_scale(acc, multiplier, shift, None if acc_bound is None else (acc_bound, requant.shift))
         return _clamp(scaled + _i32(requant.zero_point), requant.lo, requant.hi, requant.dtype)
     product = acc.astype("int64") * multiplier.astype("int64")
     return _clamp(_round_shift(product, shift.astype("int64")) + _i64(requant.zero_point), requant.lo, requant.hi,
@@ -92,7 +94,8 @@ def _i32(value: int) -> tirx.PrimExpr:
     return tirx.const(int(value), "int32")
 
 
-def _tflite_scale(x: tirx.PrimExpr, multiplier, exponent) -> tirx.PrimExpr:
+def _tflite_scale(x: tirx.PrimExpr, multiplier, exponent,
+                  known: tuple[int, np.ndarray] | None = None) -> tirx.PrimExpr:
     """int8_ops.tflite_scale (TFLite's MultiplyByQuantizedMultiplier) of an int32 value, as int32.
 
     `multiplier`/`exponent`: kernel constants (loaded per channel) or Python ints (folded by the simplifier). Written
@@ -100,13 +103,34 @@ def _tflite_scale(x: tirx.PrimExpr, multiplier, exponent) -> tirx.PrimExpr:
     int64 closed form: a 32-bit core pays ~6 instructions for each variable int64 shift, and the int64 form spent
     ~70 instructions an output, this one ~20. The shifted value stays below 2^31 (as in TFLite) and m < 2^31, so
     the product fits int64; `(p + 2^30) >> 31` is TFLite's nudged, truncated SaturatingRoundingDoublingHighMul.
+
+    `known` = (x_bound, exponents): |x| <= x_bound and every value the exponent takes, known at compile time (a
+    Python int exponent is known without it). They select cheaper forms that compute the same bits:
+    - no exponent > 0: no left shift;
+    - |x << left| < 2^30: the high half as `(2x m + 2^31) >> 32` (= `(x m + 2^30) >> 31`), one SMMULR on a DSP core
+      (tvm_adapter.codegen);
+    - and every exponent < 0 (right >= 1): RoundingDivideByPOT as `(h + 2^(right-1) + (h >> 31)) >> right` (int8_ops'
+      closed form; |h| <= |x| < 2^30, so the sum cannot overflow) instead of the mask and threshold.
     """
+    if isinstance(exponent, int):
+        known = None if known is None else (known[0], np.array([exponent]))
     exponent = _i32(exponent) if isinstance(exponent, int) else exponent.astype("int32")
     multiplier = tirx.const(multiplier, "int64") if isinstance(multiplier, int) else multiplier.astype("int64")
     zero = _i32(0)
-    left, right = tirx.max(exponent, zero), tirx.max(zero - exponent, zero)
-    product = (x.astype("int32") << left).astype("int64") * multiplier
-    high = ((product + _i64(1 << 30)) >> _i64(31)).astype("int32")
+    most = None if known is None else int(np.max(known[1]))
+    if most is not None and most <= 0:
+        right = zero - exponent
+    else:
+        right = tirx.max(zero - exponent, zero)
+        x = x.astype("int32") << tirx.max(exponent, zero)
+    x = x.astype("int32")
+    if known is not None and known[0] << max(most, 0) < 1 << 30:
+        # x << 1, not x * 2: TVM's simplifier distributes an int64 cast over `(acc + bias) * 2` (two int64 adds)
+        high = (((x << _i32(1)).astype("int64") * multiplier + _i64(1 << 31)) >> _i64(32)).astype("int32")
+        if most < 0:
+            return (high + (_i32(1) << (right - _i32(1))) + (high >> _i32(31))) >> right
+    else:
+        high = ((x.astype("int64") * multiplier + _i64(1 << 30)) >> _i64(31)).astype("int32")
     # (1 << right) - 1 in uint32: right may be 31, where int32's 1 << 31 overflows
     mask = ((tirx.const(1, "uint32") << right.astype("uint32")) - tirx.const(1, "uint32")).astype("int32")
     threshold = (mask >> _i32(1)) - (high >> _i32(31))  # +1 for a negative value: ties round away from zero
@@ -116,9 +140,15 @@ def _tflite_scale(x: tirx.PrimExpr, multiplier, exponent) -> tirx.PrimExpr:
 def _add_tflite(op: QAddTFLite, a: tirx.PrimExpr, b: tirx.PrimExpr) -> tirx.PrimExpr:
     """int8_ops.QAddTFLite."""
     left = _i32(QAddTFLite.LEFT_SHIFT)
-    scaled_a = _tflite_scale((a.astype("int32") - _i32(op.zero_point_a)) << left, op.multiplier_a, op.exponent_a)
-    scaled_b = _tflite_scale((b.astype("int32") - _i32(op.zero_point_b)) << left, op.multiplier_b, op.exponent_b)
-    total = _tflite_scale(scaled_a + scaled_b, op.output_multiplier, op.output_exponent) + _i32(op.zero_point)
+    # an operand less its zero point lies in [-255, 255] (both in the operand's type's range)
+    bound = (255 << QAddTFLite.LEFT_SHIFT, None)
+    scaled_a = _tflite_scale((a.astype("int32") - _i32(op.zero_point_a)) << left, op.multiplier_a, op.exponent_a,
+                             bound)
+    scaled_b = _tflite_scale((b.astype("int32") - _i32(op.zero_point_b)) << left, op.multiplier_b, op.exponent_b,
+                             bound)
+    # |each scaled operand| <= |its input|: the multiplier is below 1
+    total = _tflite_scale(scaled_a + scaled_b, op.output_multiplier, op.output_exponent,
+                          (2 * bound[0], None)) + _i32(op.zero_point)
     return _clamp(total, op.lo, op.hi, op.dtype)
 
 
@@ -153,9 +183,14 @@ def _qconv2d(op: QConv2d, x: te.Tensor, consts: dict[str, te.Tensor], skip: te.T
 
     acc = te.compute((n, out_c, oh, ow), lambda b, o, i, j: te.sum(tap(b, o, i, j), axis=[rc, ry, rx]), name="acc")
 
+    # |acc + bias| per channel: the raw input (its zero point is folded into the bias) times sum |w|, plus |bias|
+    largest = 255 if str(x.dtype) == "uint8" else 128
+    weight_sums = np.abs(op.weight.astype(np.int64)).reshape(out_c, -1).sum(axis=1)
+    acc_bound = int(np.max(largest * weight_sums + np.abs(op.bias.astype(np.int64))))
+
     def epilogue(b, o, i, j):
         return _requantize(acc[b, o, i, j] + bias[o], _channel(consts["multiplier"], o), _channel(consts["shift"], o),
-                           op.requant)
+                           op.requant, acc_bound)
 
     if op.residual is None:
         return te.compute(acc.shape, epilogue, name="requantize")

@@ -197,6 +197,33 @@ def test_kernels_compute_the_numpy_arithmetic():
     assert np.array_equal(got, conv.reference(a, b))
 
 
+@pytest.mark.parametrize("bound, exponents", [
+    ((1 << 30) - 1, [-1, -7, -20, -31]),    # every form: SMMULR's high half and the closed-form rounding
+    ((1 << 30) - 1, [0, -1, -5, -31]),      # a right shift of 0: the mask and threshold rounding
+    ((1 << 27) - 1, [3, 0, -2, -9]),        # a left shift, within the SMMULR bound
+    (1 << 30, [-1, -7, -20, -31]),          # just over the bound: the general forms
+    (INT32_MAX, [0, -3, -12, -31]),
+])
+def test_known_bounds_give_the_same_bits(bound, exponents):
+    """`_tflite_scale` with |x| <= bound and the exponents known (the cheaper forms they select) against
+    int8_ops.tflite_scale, at the bound, at ties and at random, every multiplier extreme; run on the host (LLVM)."""
+    rng = np.random.default_rng(5)
+    top = bound >> max(max(exponents), 0)
+    x_values = np.array([-top, top, 0, 1, -1, *range(-64, 65, 3), *rng.integers(-top, top + 1, 400)], np.int32)
+    multipliers = np.array([1 << 30, INT32_MAX, *rng.integers(1 << 30, 1 << 31, len(exponents) - 2)], np.int32)
+    exps = np.array(exponents, np.int32)
+    x = tvm.te.placeholder((len(x_values),), "int32", name="x")
+    m, e = (tvm.te.placeholder((len(exps),), "int32", name=n) for n in ("m", "e"))
+    out = tvm.te.compute((len(exps), len(x_values)), lambda c, i: int8_kernels._tflite_scale(  # noqa: SLF001
+        x[i], m[c], e[c], (bound, exps)), name="out")
+    func = tvm.te.create_prim_func([x, m, e, out]).with_attr("global_symbol", "main")
+    lib = tvm.compile(tvm.IRModule({"main": func}), target="llvm")
+    got = tvm.runtime.tensor(np.zeros((len(exps), len(x_values)), np.int32))
+    lib["main"](*map(tvm.runtime.tensor, (x_values, multipliers, exps)), got)
+    expected = tflite_scale(x_values[None, :], multipliers[:, None].astype(np.int64), exps[:, None].astype(np.int64))
+    assert np.array_equal(got.numpy(), expected)
+
+
 def test_fold_qdq_refuses_an_unknown_arithmetic():
     with pytest.raises(UserError, match="unknown int8 arithmetic 'tflm'"):
         fold_qdq.run(tvm.IRModule(), [], arithmetic="tflm")

@@ -239,6 +239,35 @@ def _saturate_stores(func: tirx.PrimFunc) -> tirx.PrimFunc:
     return func.with_body(tvm_ffi.structural_map(func.body, [(tirx.BufferStore, on_store)]))
 
 
+def _is_int(expr, value: int) -> bool:
+    return isinstance(expr, tirx.IntImm) and int(expr.value) == value
+
+
+def _rounded_high_words(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """`(int32)((int64(a) * int64(b) + 2^31) >> 32)` on int32 a, b -> `tvmp_smmulr(a, b)`: gcc builds it from an
+    SMLAL with a 64-bit constant accumulator, SMMULR is one instruction (the same bits for every a, b)."""
+    def as_int32(expr):
+        if isinstance(expr, tirx.Cast) and str(expr.value.ty) == "int32":
+            return expr.value
+        if isinstance(expr, tirx.IntImm) and -(1 << 31) <= int(expr.value) < 1 << 31:
+            return tirx.IntImm("int32", int(expr.value))
+        return None
+
+    def on_cast(cast: tirx.Cast):
+        shifted = cast.value
+        if str(cast.ty) != "int32" or not isinstance(shifted, tirx.RShift) or not _is_int(shifted.b, 32):
+            return cast
+        total = shifted.a
+        if not isinstance(total, tirx.Add) or not _is_int(total.b, 1 << 31) or not isinstance(total.a, tirx.Mul):
+            return cast
+        a, b = as_int32(total.a.a), as_int32(total.a.b)
+        if a is None or b is None:
+            return cast
+        return tirx.call_pure_extern("int32", "tvmp_smmulr", a, b)
+
+    return func.with_body(tvm_ffi.structural_map(func.body, [(tirx.Cast, on_cast)]))
+
+
 def _minmax_helpers(used: list[tuple[str, str]]) -> str:
     """C definitions of the helpers `_minmax_as_calls` used, each guarded so kernels can be concatenated."""
     defs = []
@@ -278,7 +307,7 @@ def lower_to_c(func: tirx.PrimFunc, symbol: str, read_only: tuple[int, ...] = ()
     # Plane by plane (in-place depthwise): proven on the code emitted.
     rolled = _lower_raw(func, symbol, C_TARGET, partition=False, unroll=False) if _output_sized(params) else None
     inplace = (rolled and _inplace_params(*rolled[:2])) or plane_inplace_params(raw, params)
-    raw, helpers = _minmax_as_calls(_saturate_stores(raw))
+    raw, helpers = _minmax_as_calls(_saturate_stores(_rounded_high_words(raw)))
     mod = tirx.transform.LowerIntrin()(tvm.IRModule({symbol: raw}))
     source = tvm.get_global_func("target.build.c")(mod, C_TARGET).inspect_source()
     source = _TVM_PREAMBLE.sub("", source).replace("TVM_DLL ", "")

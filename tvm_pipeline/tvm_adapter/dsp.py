@@ -14,7 +14,8 @@ Either way the products and sums are the scalar loop's (SMLAD's additions wrap l
 bit-identical to the scalar kernels.
 
 The C code generator also prints an int32 clamp to [-128, 127] or [0, 255] (a requantization's last step) as a call
-to `tvmp_ssat8` / `tvmp_usat8`: one SSAT / USAT where the core saturates (__ARM_FEATURE_SAT), min/max elsewhere.
+to `tvmp_ssat8` / `tvmp_usat8`: one SSAT / USAT where the core saturates (__ARM_FEATURE_SAT), min/max elsewhere;
+and `int32((int64(a) * int64(b) + 2^31) >> 32)` (a TFLite rescale's high half) as `tvmp_smmulr`: one SMMULR.
 """
 
 from __future__ import annotations
@@ -121,9 +122,26 @@ static inline int32_t {helper}(int32_t x) {{
 """
 
 
+def _smmulr_source(helper: str) -> str:
+    return f"""#ifndef {helper.upper()}
+#define {helper.upper()}
+/* (a * b + 2^31) >> 32, the rounded high word of a 32x32 product, in one SMMULR on a DSP core (tvm_adapter/dsp.py) */
+static inline int32_t {helper}(int32_t a, int32_t b) {{
+#if defined(__ARM_FEATURE_DSP)
+  int32_t r;
+  __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+#else
+  return (int32_t)(((int64_t)a * b + 0x80000000LL) >> 32);
+#endif
+}}
+#endif
+"""
+
+
 #: The C helpers kernels may call, by name.
 _HELPERS = {"tvmp_dot4_s8": _helper_source, "tvmp_dot4_u8": _helper_source, "tvmp_ssat8": _saturate_source,
-            "tvmp_usat8": _saturate_source}
+            "tvmp_usat8": _saturate_source, "tvmp_smmulr": _smmulr_source}
 
 _CALL = re.compile(r"\b(" + "|".join(_HELPERS) + r")\(")
 
