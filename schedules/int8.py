@@ -17,6 +17,7 @@ bias, multipliers, shifts, the softmax table) is a kernel parameter, which lower
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 from tvm import te, tirx, topi
@@ -341,6 +342,28 @@ def _qconcat(op: QConcat, xs: list[te.Tensor], consts: dict[str, te.Tensor]) -> 
     return te.compute(shape, out, name="concat")
 
 
+def _canonical_channels(op: QConv2d) -> QConv2d:
+    """`op` with the constants of channels that cannot change their output rewritten so that the epilogue keeps its
+    cheap forms (`_tflite_scale`); TFLite arithmetic, per-channel constants; outputs bit-identical:
+
+    - a flushed multiplier (0) gives 0 whatever the exponent: exponent -1 (no left shift, a right shift >= 1);
+    - all-zero weights (pruned channels: TFLite files give them biases up to ~2^30, past the bound of the SMMULR
+      form) make the output the constant c = requant(bias): bias 4 (c - zp), multiplier 2^30 and exponent -1 give it
+      (SaturatingRoundingDoublingHighMul(4t, 2^30) = 2t, which the right shift halves exactly).
+    """
+    requant = op.requant
+    if requant.arithmetic != "tflite" or requant.multiplier.size == 1:
+        return op
+    multiplier, shift, bias = requant.multiplier.copy(), requant.shift.copy(), op.bias.copy()
+    shift[multiplier == 0] = -1
+    dead = ~np.any(op.weight.reshape(len(bias), -1), axis=1)
+    if dead.any():
+        constant = requant.apply(op.bias.astype(np.int64)[None, :])[0].astype(np.int32)
+        bias[dead] = 4 * (constant[dead] - requant.zero_point)
+        multiplier[dead], shift[dead] = 1 << 30, -1
+    return replace(op, bias=bias, requant=replace(requant, multiplier=multiplier, shift=shift))
+
+
 def _constants(fold: Fold) -> dict[str, np.ndarray]:
     """The fold's constant parameters, in the order the kernel takes them."""
     op = fold.op
@@ -369,6 +392,8 @@ def _view(tensor: te.Tensor, views) -> te.Tensor:
 
 def kernel(fold: Fold, input_types: list[TensorType], out_type: TensorType):
     """(PrimFunc, constants): the kernel `f(inputs..., constants..., out)` computing `fold`."""
+    if isinstance(fold.op, QConv2d):
+        fold = replace(fold, op=_canonical_channels(fold.op))
     inputs = [te.placeholder(t.shape, t.dtype, name=f"x{i}") for i, t in enumerate(input_types)]
     seen = [_view(t, s.views) for t, s in zip(inputs, fold.sources)]
     constants = _constants(fold)

@@ -1,7 +1,8 @@
 """int8 convolutions as an im2col matrix product on the Cortex-M DSP extension (SMLAD), tensorized.
 
-A dense int8 conv (groups 1, any KxK, stride, dilation, padding) whose reduction length K = C*KH*KW is a multiple of
-4 is rescheduled as CMSIS-NN computes it, but written as TensorIR schedule primitives:
+A dense int8 conv (groups 1, any KxK, stride, dilation, padding) is rescheduled as CMSIS-NN computes it, but written
+as TensorIR schedule primitives (a reduction length K = C*KH*KW that is not a multiple of 4, as a 3-channel stem's 27,
+is padded with zeros: pad_einsum gives col and a copy of the weight (O x K' bytes of workspace) a zero tail):
 
     weight (O, C, KH, KW) -> (O, K)                       transform_layout: the same bytes in flash, a row per channel
     acc[o, i, j] over (rc, ry, rx) -> over one k            transform_block_layout
@@ -44,8 +45,7 @@ def applies(func) -> bool:
         return False
     _, channels, kh, kw = info.weight_shape
     x, weight = func.params[0], func.params[2 if info.residual is not None else 1]
-    return (channels * kh * kw) % 4 == 0 and str(x.ty.dtype.dtype) in ("int8", "uint8") \
-        and str(weight.ty.dtype.dtype) == "int8"
+    return str(x.ty.dtype.dtype) in ("int8", "uint8") and str(weight.ty.dtype.dtype) == "int8"
 
 
 def _reads_output_through_view(func) -> bool:
@@ -82,6 +82,12 @@ def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None) -> None:
     col = sch.reindex(acc, ("read", next(i for i, name in enumerate(reads) if name != weight.name)))
     # the padding stage and any input views, into col (which copies the padded input: it stays a stage)
     default._inline_injective(sch, keep=(sch.get(col).name_hint, "conv_requantize"))  # noqa: SLF001
+    padded = (in_c * window) % 4 != 0
+    if padded:  # K padded to a multiple of 4 with zeros: col and a copy of the weight get a zero tail
+        sch.pad_einsum(acc, [1, 1, 1, 1, 4])
+        padded_col = sch.get_consumers(col)[0]
+        sch.compute_inline(col)
+        col = padded_col
 
     # Pixel blocks stay within a row: a block across rows makes the pixel index a division, and LoopPartition
     # (TVM 0.27) then splits col's fill loop at a wrong bound, writing past the block (measured on a 6x9 output).
@@ -94,6 +100,8 @@ def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None) -> None:
     k_outer, k_inner = sch.split(k, [None, 4])
     sch.reorder(i, p_outer, o_outer, k_outer, o_inner, p_inner, k_inner)
     sch.compute_at(col, p_outer)
+    if padded:  # the zero tail written apart, so the fill below has its plain bounds again
+        sch.decompose_padding(col, sch.get_loops(col)[-1])
     if window > 1:  # fill col by (rc, ry, rx): plain index arithmetic instead of a division per byte
         sch.split(sch.get_loops(col)[-1], [in_c, kh, kw])
     if info.residual is not None:  # the conv's own requantization, then the add, per block

@@ -224,6 +224,26 @@ def test_known_bounds_give_the_same_bits(bound, exponents):
     assert np.array_equal(got.numpy(), expected)
 
 
+def test_pruned_channels_keep_the_outputs_and_the_cheap_epilogue():
+    """Channels with all-zero weights and a ~2^30 bias (as TFLite files have them) and a flushed multiplier: the
+    kernel's constants are rewritten (schedules/int8._canonical_channels), its outputs stay the NumPy definition's,
+    and the epilogue keeps the bounded forms (the SMMULR high half)."""
+    rng = np.random.default_rng(6)
+    a = rng.integers(-128, 128, (1, 8, 6, 6)).astype(np.int8)
+    weight = rng.integers(-127, 128, (8, 8, 1, 1)).astype(np.int8)
+    weight[[1, 5]] = 0
+    bias = rng.integers(-5000, 5000, 8).astype(np.int32)
+    bias[1], bias[5] = (1 << 30) + 77, -(1 << 30) - 5
+    reals = rng.uniform(1e-4, 2e-3, 8)
+    reals[5], reals[6] = 2.0 ** -31 * 1.5, 2.0 ** -40  # a bias that still reaches the output; a flushed multiplier
+    conv = QConv2d(weight, bias, -3, (1, 1), (0, 0, 0, 0), (1, 1), 1, Requant.from_tflite_scale(reals, 7, -128, 127))
+    assert conv.requant.multiplier[6] == 0
+    fold, out = Fold("y", conv, (Source("a"),)), TensorType((1, 8, 6, 6), "int8")
+    assert np.array_equal(_run(fold, [a], out), conv.reference(a))
+    func, _ = int8_kernels.kernel(fold, [TensorType(a.shape, "int8")], out)
+    assert "2147483648" in func.script() and "1073741824" not in func.script()
+
+
 def test_fold_qdq_refuses_an_unknown_arithmetic():
     with pytest.raises(UserError, match="unknown int8 arithmetic 'tflm'"):
         fold_qdq.run(tvm.IRModule(), [], arithmetic="tflm")

@@ -56,6 +56,7 @@ CASES = {  # name: (conv arguments, input shape (C, H, W))
                                                     (4, 11, 12)),
     "uint8 activations": (dict(cin=4, cout=6, k=3, dtype="uint8"), (4, 6, 6)),
     "residual add in the epilogue": (dict(cin=8, cout=8, k=3, tflite=True, residual=True), (8, 6, 6)),
+    "3 input channels (K = 27, padded to 28), stride 2": (dict(cin=3, cout=8, k=3, stride=2), (3, 9, 10)),
 }
 
 
@@ -101,13 +102,23 @@ def test_dsp_schedule_tir_before_and_after():
     assert tvm_adapter.lower_to_c(tvm_adapter.scheduled_func(plain), "conv").workspace_bytes == 0
 
 
-def test_dsp_schedule_takes_dense_convs_whose_window_is_a_multiple_of_4():
+def test_dsp_schedule_takes_dense_convs_only():
     rng = np.random.default_rng(1)
     depthwise = replace(_conv(rng, cin=1, cout=8, k=3), groups=8)
-    three_channels = _conv(rng, cin=3, cout=8, k=3)  # K = 27
-    for conv, c in ((depthwise, 8), (three_channels, 3)):
-        func, _, _ = _kernel(conv, np.zeros((1, c, 8, 8), np.int8), None)
-        assert not int8_dsp.applies(func)
+    func, _, _ = _kernel(depthwise, np.zeros((1, 8, 8, 8), np.int8), None)
+    assert not int8_dsp.applies(func)
+
+
+def test_a_window_not_a_multiple_of_4_is_padded_with_zeros():
+    """K = 3 * 3 * 3 = 27: col rows and a copy of the weight rows get a zero 28th byte (pad_einsum), the tail is
+    written apart (decompose_padding) so col's fill keeps its (rc, ry, rx) loops."""
+    func, _, _ = _kernel(_conv(np.random.default_rng(1), cin=3, cout=8, k=3), np.zeros((1, 3, 8, 8), np.int8), None)
+    assert int8_dsp.applies(func)
+    sch = tvm_adapter.new_schedule(func)
+    int8_dsp.apply(sch)
+    after = tvm_adapter.scheduled_func(sch).script()
+    assert "weight_pad = T.sblock_alloc_buffer((T.int64(8), T.int64(28))" in after
+    assert "_pad_const" in after and "T.grid(T.int64(3), T.int64(3), T.int64(3))" in after
 
 
 def test_only_boards_with_the_dsp_extension_get_the_rule():
