@@ -110,7 +110,7 @@ def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None) -> None:
     sch.decompose_reduction(acc, k_outer)
     sch.tensorize(k_inner, dsp.dot4_intrin(str(x.ty.dtype.dtype)))
     # 4 (else 2) steps of the reduction per loop iteration: gcc -O3 does not unroll it, and the loop's own add,
-    # compare and branch were ~4 of ~27 instructions a step (IC 0.96x, KWS 0.94x the instructions by 4s)
+    # compare and branch were ~4 of ~27 instructions a step (IC 0.92x, KWS 0.94x the instructions by 4s)
     steps = int(sch.get(k_outer).extent)
     for factor in (4, 2):
         if steps % factor == 0 and steps > factor:
