@@ -118,6 +118,9 @@ class Int8BottleneckSpec(ConvGeometry):
     residual: tuple | None  # int8_ops.add_fields (the projection is operand a, x operand b)
     in_dtype: str = "int8"
     skip_offset: tuple[int, int] = (0, 0)  # the residual reads x[y + rows, x + cols]: x is a patch with a halo
+    # (bound on |acc|, smallest and largest shift) of the expansion's, the depthwise's and the projection's
+    # requantization, flattened (schedules.int8.rescale_bound; empty: unknown): they select cheaper exact epilogues
+    rescale_bounds: tuple[int, ...] = ()
 
     @property
     def skip(self) -> bool:
@@ -151,6 +154,8 @@ def kernel(spec: Int8BottleneckSpec):
         params.extend(group)
         return group
 
+    bounds = spec.rescale_bounds
+    known = [tuple(bounds[i:i + 3]) for i in (0, 3, 6)] if bounds else [None] * 3
     w_e, b_e, m_e, s_e = consts("expand", hidden, (hidden, cin))
     w_d, b_d, m_d, s_d = consts("dw", hidden, (hidden, k, k))
     w_p, b_p, m_p, s_p = consts("proj", cout, (cout, hidden))
@@ -161,7 +166,8 @@ def kernel(spec: Int8BottleneckSpec):
 
     def padded_value(c, y, xx):
         inside = tirx.all(pt <= y, y < h + pt, pl <= xx, xx < w + pl)
-        value = _requantize(expand[c, y - pt, xx - pl] + b_e[c], m_e[c], s_e[c], _Requant(*spec.expand_requant))
+        value = _requantize(expand[c, y - pt, xx - pl] + b_e[c], m_e[c], s_e[c], _Requant(*spec.expand_requant),
+                            known[0])
         return tirx.if_then_else(inside, value, tirx.const(spec.dw_input_zero_point, spec.expand_requant[3]))
 
     padded = te.compute((hidden, h + pt + pb, w + pl + pr), padded_value, name="padded")
@@ -170,13 +176,13 @@ def kernel(spec: Int8BottleneckSpec):
         padded[c, y * s + ky, xx * s + kx].astype("int32") * w_d[c, ky, kx].astype("int32"), axis=[ky, kx]),
         name="depthwise")
     depthwise_act = te.compute((hidden, ho, wo), lambda c, y, xx: _requantize(
-        depthwise[c, y, xx] + b_d[c], m_d[c], s_d[c], _Requant(*spec.dw_requant)), name="depthwise_act")
+        depthwise[c, y, xx] + b_d[c], m_d[c], s_d[c], _Requant(*spec.dw_requant), known[1]), name="depthwise_act")
     rc = te.reduce_axis((0, hidden), "rc")
     project = te.compute((cout, ho, wo), lambda o, y, xx: te.sum(
         depthwise_act[rc, y, xx].astype("int32") * w_p[o, rc].astype("int32"), axis=rc), name="project")
 
     def epilogue(b, o, y, xx):
-        conv = _requantize(project[o, y, xx] + b_p[o], m_p[o], s_p[o], _Requant(*spec.proj_requant))
+        conv = _requantize(project[o, y, xx] + b_p[o], m_p[o], s_p[o], _Requant(*spec.proj_requant), known[2])
         if spec.residual is None:
             return conv
         return _add(add_from_fields(spec.residual), conv, x[b, o, y + spec.skip_offset[0], xx + spec.skip_offset[1]])

@@ -59,18 +59,51 @@ def _clamp(value: tirx.PrimExpr, lo: int, hi: int, dtype: str) -> tirx.PrimExpr:
 
 
 def _requantize(acc: tirx.PrimExpr, multiplier: tirx.PrimExpr, shift: tirx.PrimExpr, requant: Requant,
-                acc_bound: int | None = None) -> tirx.PrimExpr:
-    """The epilogue: |acc| < 2^31 and multiplier < 2^24 (int8_ops), so the int64 product cannot overflow.
+                known: tuple[int, int, int] | None = None) -> tirx.PrimExpr:
+    """The epilogue: |acc| < 2^31 and multiplier < 2^31, so the int64 product cannot overflow.
 
-    A requant in TFLite's arithmetic: `multiplier` is Q31, `shift` TFLite's signed exponent (int8_ops.tflite_scale);
-    `acc_bound` (|acc| <= acc_bound, known at compile time) lets it use cheaper exact forms (`_tflite_scale`).
+    `known` = (bound on |acc|, smallest and largest shift), known at compile time, selects cheaper exact forms.
+    A requant in TFLite's arithmetic: `multiplier` is Q31, `shift` TFLite's signed exponent (`_tflite_scale`).
+    onnxruntime's (round half to even at a right shift): with every shift >= 32 (`prescaled`), the rounding runs on
+    the product's high word, `((p + 2^(s-1) - 1 + bit) >> 32) >> (s - 32)` with bit = (p >> s) & 1, instead of three
+    variable 64-bit shifts (~6 instructions each on a 32-bit core).
     """
     if requant.arithmetic == "tflite":
-        scaled = _tflite_scale(acc, multiplier, shift, None if acc_bound is None else (acc_bound, requant.shift))
+        scaled = _tflite_scale(acc, multiplier, shift, known)
         return _clamp(scaled + _i32(requant.zero_point), requant.lo, requant.hi, requant.dtype)
     product = acc.astype("int64") * multiplier.astype("int64")
+    if known is not None and known[1] >= 32:
+        # clamped to the shifts `prescaled` gives ([32, 62]): TVM's bound analysis of a shift by an unbounded amount
+        # let its simplifier drop the int8 clamp below (wrong outputs)
+        right = tirx.max(tirx.min(shift.astype("int32"), _i32(62)), _i32(32)) - _i32(32)
+        bit = ((product >> _i64(32)).astype("int32") >> right) & _i32(1)
+        nudge = (_i64(1) << (right + _i32(31)).astype("int64")) - _i64(1) + bit.astype("int64")
+        rounded = ((product + nudge) >> _i64(32)).astype("int32") >> right
+        return _clamp(rounded + _i32(requant.zero_point), requant.lo, requant.hi, requant.dtype)
     return _clamp(_round_shift(product, shift.astype("int64")) + _i64(requant.zero_point), requant.lo, requant.hi,
                   requant.dtype)
+
+
+def prescaled(multiplier: np.ndarray, shift: np.ndarray, arithmetic: str) -> tuple[np.ndarray, np.ndarray]:
+    """onnxruntime-arithmetic (multiplier, shift) with every shift raised to at least 32 and the multiplier doubled
+    as often (the same products, so the same roundings), where every multiplier stays below 2^31 (scales below 0.5):
+    then `_requantize` rounds on the product's high word. Otherwise (and for TFLite's arithmetic) unchanged."""
+    if arithmetic == "tflite":
+        return multiplier, shift
+    up = np.maximum(32 - shift.astype(np.int64), 0)
+    scaled = multiplier.astype(np.int64) << up
+    if np.any(scaled >= 1 << 31):
+        return multiplier, shift
+    return scaled.astype(multiplier.dtype), (shift + up).astype(shift.dtype)
+
+
+def rescale_bound(weight: np.ndarray, bias: np.ndarray, x_dtype: str, shift: np.ndarray) -> tuple[int, int, int]:
+    """`_requantize`'s `known` for a conv: (bound on |acc + bias|, smallest and largest shift); the bound is per output
+    channel the raw input's largest magnitude (its zero point is folded into the bias) times sum |w|, plus |bias|."""
+    largest = 255 if x_dtype == "uint8" else 128
+    weight_sums = np.abs(weight.astype(np.int64)).reshape(len(bias), -1).sum(axis=1)
+    return (int(np.max(largest * weight_sums + np.abs(bias.astype(np.int64)))), int(np.min(shift)),
+            int(np.max(shift)))
 
 
 def _inside(y: tirx.PrimExpr, height: int, x: tirx.PrimExpr, width: int) -> tirx.PrimExpr:
@@ -95,8 +128,7 @@ def _i32(value: int) -> tirx.PrimExpr:
     return tirx.const(int(value), "int32")
 
 
-def _tflite_scale(x: tirx.PrimExpr, multiplier, exponent,
-                  known: tuple[int, np.ndarray] | None = None) -> tirx.PrimExpr:
+def _tflite_scale(x: tirx.PrimExpr, multiplier, exponent, known: tuple[int, int, int] | None = None) -> tirx.PrimExpr:
     """int8_ops.tflite_scale (TFLite's MultiplyByQuantizedMultiplier) of an int32 value, as int32.
 
     `multiplier`/`exponent`: kernel constants (loaded per channel) or Python ints (folded by the simplifier). Written
@@ -105,20 +137,20 @@ def _tflite_scale(x: tirx.PrimExpr, multiplier, exponent,
     ~70 instructions an output, this one ~20. The shifted value stays below 2^31 (as in TFLite) and m < 2^31, so
     the product fits int64; `(p + 2^30) >> 31` is TFLite's nudged, truncated SaturatingRoundingDoublingHighMul.
 
-    `known` = (x_bound, exponents): |x| <= x_bound and every value the exponent takes, known at compile time (a
-    Python int exponent is known without it). They select cheaper forms that compute the same bits:
+    `known` = (x_bound, smallest, largest exponent): |x| <= x_bound and the exponents' range, known at compile time
+    (a Python int exponent is its own range). They select cheaper forms that compute the same bits:
     - no exponent > 0: no left shift;
     - |x << left| < 2^30: the high half as `(2x m + 2^31) >> 32` (= `(x m + 2^30) >> 31`), one SMMULR on a DSP core
       (tvm_adapter.codegen);
     - and every exponent < 0 (right >= 1): RoundingDivideByPOT as `(h + 2^(right-1) + (h >> 31)) >> right` (int8_ops'
       closed form; |h| <= |x| < 2^30, so the sum cannot overflow) instead of the mask and threshold.
     """
-    if isinstance(exponent, int):
-        known = None if known is None else (known[0], np.array([exponent]))
+    if isinstance(exponent, int) and known is not None:
+        known = (known[0], exponent, exponent)
     exponent = _i32(exponent) if isinstance(exponent, int) else exponent.astype("int32")
     multiplier = tirx.const(multiplier, "int64") if isinstance(multiplier, int) else multiplier.astype("int64")
     zero = _i32(0)
-    most = None if known is None else int(np.max(known[1]))
+    most = None if known is None else known[2]
     if most is not None and most <= 0:
         right = zero - exponent
     else:
@@ -142,14 +174,14 @@ def _add_tflite(op: QAddTFLite, a: tirx.PrimExpr, b: tirx.PrimExpr) -> tirx.Prim
     """int8_ops.QAddTFLite."""
     left = _i32(QAddTFLite.LEFT_SHIFT)
     # an operand less its zero point lies in [-255, 255] (both in the operand's type's range)
-    bound = (255 << QAddTFLite.LEFT_SHIFT, None)
+    bound = (255 << QAddTFLite.LEFT_SHIFT, 0, 0)  # the exponents: each call's own int
     scaled_a = _tflite_scale((a.astype("int32") - _i32(op.zero_point_a)) << left, op.multiplier_a, op.exponent_a,
                              bound)
     scaled_b = _tflite_scale((b.astype("int32") - _i32(op.zero_point_b)) << left, op.multiplier_b, op.exponent_b,
                              bound)
     # |each scaled operand| <= |its input|: the multiplier is below 1
     total = _tflite_scale(scaled_a + scaled_b, op.output_multiplier, op.output_exponent,
-                          (2 * bound[0], None)) + _i32(op.zero_point)
+                          (2 * bound[0], 0, 0)) + _i32(op.zero_point)
     return _clamp(total, op.lo, op.hi, op.dtype)
 
 
@@ -184,14 +216,11 @@ def _qconv2d(op: QConv2d, x: te.Tensor, consts: dict[str, te.Tensor], skip: te.T
 
     acc = te.compute((n, out_c, oh, ow), lambda b, o, i, j: te.sum(tap(b, o, i, j), axis=[rc, ry, rx]), name="acc")
 
-    # |acc + bias| per channel: the raw input (its zero point is folded into the bias) times sum |w|, plus |bias|
-    largest = 255 if str(x.dtype) == "uint8" else 128
-    weight_sums = np.abs(op.weight.astype(np.int64)).reshape(out_c, -1).sum(axis=1)
-    acc_bound = int(np.max(largest * weight_sums + np.abs(op.bias.astype(np.int64))))
+    known = rescale_bound(op.weight, op.bias, str(x.dtype), op.requant.shift)
 
     def epilogue(b, o, i, j):
         return _requantize(acc[b, o, i, j] + bias[o], _channel(consts["multiplier"], o), _channel(consts["shift"], o),
-                           op.requant, acc_bound)
+                           op.requant, known)
 
     if op.residual is None:
         return te.compute(acc.shape, epilogue, name="requantize")
@@ -343,8 +372,9 @@ def _qconcat(op: QConcat, xs: list[te.Tensor], consts: dict[str, te.Tensor]) -> 
 
 
 def _canonical_channels(op: QConv2d) -> QConv2d:
-    """`op` with the constants of channels that cannot change their output rewritten so that the epilogue keeps its
-    cheap forms (`_tflite_scale`); TFLite arithmetic, per-channel constants; outputs bit-identical:
+    """`op` with constants rewritten so that the epilogue takes its cheap forms; outputs bit-identical. onnxruntime's
+    arithmetic: shifts of at least 32 (`prescaled`). TFLite's (per-channel constants), the constants of channels that
+    cannot change their output:
 
     - a flushed multiplier (0) gives 0 whatever the exponent: exponent -1 (no left shift, a right shift >= 1);
     - all-zero weights (pruned channels: TFLite files give them biases up to ~2^30, past the bound of the SMMULR
@@ -352,7 +382,10 @@ def _canonical_channels(op: QConv2d) -> QConv2d:
       (SaturatingRoundingDoublingHighMul(4t, 2^30) = 2t, which the right shift halves exactly).
     """
     requant = op.requant
-    if requant.arithmetic != "tflite" or requant.multiplier.size == 1:
+    if requant.arithmetic != "tflite":
+        multiplier, shift = prescaled(requant.multiplier, requant.shift, requant.arithmetic)
+        return replace(op, requant=replace(requant, multiplier=multiplier, shift=shift))
+    if requant.multiplier.size == 1:
         return op
     multiplier, shift, bias = requant.multiplier.copy(), requant.shift.copy(), op.bias.copy()
     shift[multiplier == 0] = -1

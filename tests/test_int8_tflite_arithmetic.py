@@ -2,7 +2,8 @@
 "tflite") against a line-by-line Python transcription of TFLite's reference code (tensorflow/lite/kernels/internal:
 quantization_util.cc QuantizeMultiplier, common.h MultiplyByQuantizedMultiplier with gemmlowp's
 SaturatingRoundingDoublingHighMul and RoundingDivideByPOT, reference_integer_ops add.h AddFunc and pooling.h
-AveragePool, micro/kernels/add_common.cc CalculateOpDataAdd), and the TensorIR kernels against the NumPy definitions.
+AveragePool, micro/kernels/add_common.cc CalculateOpDataAdd), and the TensorIR kernels against the NumPy definitions
+(with the cheaper epilogue forms compile-time bounds select, onnxruntime's arithmetic's too).
 Exact: every check is equality of integers.
 """
 
@@ -215,7 +216,7 @@ def test_known_bounds_give_the_same_bits(bound, exponents):
     x = tvm.te.placeholder((len(x_values),), "int32", name="x")
     m, e = (tvm.te.placeholder((len(exps),), "int32", name=n) for n in ("m", "e"))
     out = tvm.te.compute((len(exps), len(x_values)), lambda c, i: int8_kernels._tflite_scale(  # noqa: SLF001
-        x[i], m[c], e[c], (bound, exps)), name="out")
+        x[i], m[c], e[c], (bound, min(exponents), max(exponents))), name="out")
     func = tvm.te.create_prim_func([x, m, e, out]).with_attr("global_symbol", "main")
     lib = tvm.compile(tvm.IRModule({"main": func}), target="llvm")
     got = tvm.runtime.tensor(np.zeros((len(exps), len(x_values)), np.int32))
@@ -242,6 +243,23 @@ def test_pruned_channels_keep_the_outputs_and_the_cheap_epilogue():
     assert np.array_equal(_run(fold, [a], out), conv.reference(a))
     func, _ = int8_kernels.kernel(fold, [TensorType(a.shape, "int8")], out)
     assert "2147483648" in func.script() and "1073741824" not in func.script()
+
+
+@pytest.mark.parametrize("scale_range", [(1e-5, 2e-3), (0.3, 0.45), (0.4, 0.9)])  # the last: no shift >= 32 form
+def test_onnxruntime_rounding_on_the_high_word_gives_the_same_bits(scale_range):
+    """onnxruntime's arithmetic with the shifts raised to >= 32 (schedules/int8.prescaled: the rounding runs on the
+    product's high word) against the NumPy definition, outputs clamped at both ends included."""
+    rng = np.random.default_rng(7)
+    a = rng.integers(-128, 128, (1, 8, 6, 6)).astype(np.int8)
+    weight = rng.integers(-127, 128, (8, 8, 3, 3)).astype(np.int8)
+    requant = Requant.from_scale(rng.uniform(*scale_range, 8).astype(np.float32), 7, -128, 127)
+    conv = QConv2d(weight, rng.integers(-5000, 5000, 8).astype(np.int32), -3, (1, 1), (1, 1, 1, 1), (1, 1), 1,
+                   requant)
+    expected = conv.reference(a)
+    assert scale_range[0] > 0.1 or ((expected == -128).any() and (expected == 127).any())
+    assert np.array_equal(_run(Fold("y", conv, (Source("a"),)), [a], TensorType(expected.shape, "int8")), expected)
+    multiplier, shift = int8_kernels.prescaled(requant.multiplier, requant.shift, "onnxruntime")
+    assert (shift >= 32).all() == (scale_range[1] < 0.5)
 
 
 def test_fold_qdq_refuses_an_unknown_arithmetic():

@@ -19,10 +19,13 @@ int32 accumulator costs more than the int8 tensor it replaces. Each depthwise co
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import tvm
 
 from schedules.bottleneck_int8 import KERNEL_PREFIX, ConvInfo, Int8BottleneckSpec, kernel, scratch_bytes
+from schedules.int8 import prescaled, rescale_bound
 from tvm_pipeline import tvm_adapter
 from tvm_pipeline.int8_ops import ACTIVATION_DTYPES
 from tvm_pipeline.tvm_adapter import DataflowOp, KernelCall
@@ -48,12 +51,13 @@ def _pointwise(info: ConvInfo | None) -> bool:
             and info.strides == (1, 1) and info.dilation == (1, 1) and not any(info.padding))
 
 
-def _constants(op: DataflowOp, first: int, channels: int) -> list[np.ndarray]:
-    """(weight, bias, multiplier, shift) arguments of a conv kernel call, multiplier/shift per channel."""
+def _constants(op: DataflowOp, first: int, channels: int, arithmetic: str) -> list[np.ndarray]:
+    """(weight, bias, multiplier, shift) arguments of a conv kernel call, multiplier/shift per channel (`prescaled`
+    for `arithmetic`, as fold-qdq's conv kernels have them: the epilogue's cheap forms)."""
     weight, bias, multiplier, shift = op.args[first:first + 4]
-    per_channel = [np.ascontiguousarray(np.broadcast_to(np.asarray(a).reshape(-1), (channels,)), dtype=np.int32)
-                   for a in (bias, multiplier, shift)]
-    return [np.asarray(weight, dtype=np.int8), *per_channel]
+    bias, multiplier, shift = (np.ascontiguousarray(np.broadcast_to(np.asarray(a).reshape(-1), (channels,)),
+                                                    dtype=np.int32) for a in (bias, multiplier, shift))
+    return [np.asarray(weight, dtype=np.int8), bias, *prescaled(multiplier, shift, arithmetic)]
 
 
 def _live_bytes(spec: Int8BottleneckSpec) -> tuple[int, int]:
@@ -111,11 +115,15 @@ def _match(mod: tvm.IRModule, view: tvm_adapter.DataflowView, producer: dict[str
         raise _NoMatch(f"reordering would not lower the block's memory ({before:,} B -> {after:,} B, "
                        "int32 accumulator included)")
     first = 2 if p_info.residual is not None else 1
-    w_e, *rest_e = _constants(expand, 1, channels)
-    w_d, *rest_d = _constants(dw, 1, channels)
-    w_p, *rest_p = _constants(project, first, spec.out_channels)
+    w_e, *rest_e = _constants(expand, 1, channels, spec.expand_requant[4])
+    w_d, *rest_d = _constants(dw, 1, channels, spec.dw_requant[4])
+    w_p, *rest_p = _constants(project, first, spec.out_channels, spec.proj_requant[4])
     args = (x, w_e.reshape(channels, cin), *rest_e, w_d.reshape(channels, k, k), *rest_d,
             w_p.reshape(spec.out_channels, channels), *rest_p)
+    spec = replace(spec, rescale_bounds=(  # each stage's input dtype: x, then the requantized expansion, depthwise
+        *rescale_bound(w_e, rest_e[0], x_type.dtype, rest_e[2]),
+        *rescale_bound(w_d, rest_d[0], spec.expand_requant[3], rest_d[2]),
+        *rescale_bound(w_p, rest_p[0], spec.dw_requant[3], rest_p[2])))
     return KernelCall(project.var, kernel(spec), KERNEL_PREFIX, args), spec
 
 
