@@ -76,6 +76,10 @@ def _requantize(acc: tirx.PrimExpr, multiplier: tirx.PrimExpr, shift: tirx.PrimE
         # clamped to the shifts `prescaled` gives ([32, 62]): TVM's bound analysis of a shift by an unbounded amount
         # let its simplifier drop the int8 clamp below (wrong outputs)
         right = tirx.max(tirx.min(shift.astype("int32"), _i32(62)), _i32(32)) - _i32(32)
+        if known[0] < 1 << 30:  # 2 acc m / 2^(s+1): the same value; and with acc << 1 (not acc) under the int64
+            # cast, TVM's simplifier does not split the cast over acc + bias (two 64-bit adds and a 64-bit multiply)
+            product = (acc.astype("int32") << _i32(1)).astype("int64") * multiplier.astype("int64")
+            right = right + _i32(1)
         bit = ((product >> _i64(32)).astype("int32") >> right) & _i32(1)
         nudge = (_i64(1) << (right + _i32(31)).astype("int64")) - _i64(1) + bit.astype("int64")
         rounded = ((product + nudge) >> _i64(32)).astype("int32") >> right

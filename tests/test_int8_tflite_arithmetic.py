@@ -245,18 +245,22 @@ def test_pruned_channels_keep_the_outputs_and_the_cheap_epilogue():
     assert "2147483648" in func.script() and "1073741824" not in func.script()
 
 
-@pytest.mark.parametrize("scale_range", [(1e-5, 2e-3), (0.3, 0.45), (0.4, 0.9)])  # the last: no shift >= 32 form
-def test_onnxruntime_rounding_on_the_high_word_gives_the_same_bits(scale_range):
+@pytest.mark.parametrize("scale_range, bias", [
+    ((1e-5, 2e-3), 5000), ((0.3, 0.45), 5000),
+    ((0.4, 0.9), 5000),         # no shift >= 32 form: the general one
+    ((1e-8, 3e-8), (1 << 31) - (1 << 22)),  # |acc + bias| >= 2^30: the high-word form without doubling the product
+])
+def test_onnxruntime_rounding_on_the_high_word_gives_the_same_bits(scale_range, bias):
     """onnxruntime's arithmetic with the shifts raised to >= 32 (schedules/int8.prescaled: the rounding runs on the
     product's high word) against the NumPy definition, outputs clamped at both ends included."""
     rng = np.random.default_rng(7)
     a = rng.integers(-128, 128, (1, 8, 6, 6)).astype(np.int8)
     weight = rng.integers(-127, 128, (8, 8, 3, 3)).astype(np.int8)
     requant = Requant.from_scale(rng.uniform(*scale_range, 8).astype(np.float32), 7, -128, 127)
-    conv = QConv2d(weight, rng.integers(-5000, 5000, 8).astype(np.int32), -3, (1, 1), (1, 1, 1, 1), (1, 1), 1,
+    conv = QConv2d(weight, rng.integers(-bias, bias, 8).astype(np.int32), -3, (1, 1), (1, 1, 1, 1), (1, 1), 1,
                    requant)
     expected = conv.reference(a)
-    assert scale_range[0] > 0.1 or ((expected == -128).any() and (expected == 127).any())
+    assert scale_range[0] > 0.1 or bias > 5000 or ((expected == -128).any() and (expected == 127).any())
     assert np.array_equal(_run(Fold("y", conv, (Source("a"),)), [a], TensorType(expected.shape, "int8")), expected)
     multiplier, shift = int8_kernels.prescaled(requant.multiplier, requant.shift, "onnxruntime")
     assert (shift >= 32).all() == (scale_range[1] < 0.5)
