@@ -247,8 +247,10 @@ def _qmatmul(op: QMatMul, x: te.Tensor, consts: dict[str, te.Tensor]) -> te.Tens
     else:
         acc = te.compute((rows, out_n), lambda m, o: te.sum(
             x[m, k].astype("int32") * w[o, k].astype("int32"), axis=k), name="acc")
+    window = int(x.shape[2]) * int(x.shape[3]) if op.spatial_sum else 1  # inputs summed per weight
+    known = rescale_bound(op.weight.astype(np.int64) * window, op.bias, str(x.dtype), op.requant.shift)
     return te.compute(acc.shape, lambda m, o: _requantize(
-        acc[m, o] + bias[o], _channel(consts["multiplier"], o), _channel(consts["shift"], o), op.requant),
+        acc[m, o] + bias[o], _channel(consts["multiplier"], o), _channel(consts["shift"], o), op.requant, known),
         name="requantize")
 
 
@@ -375,7 +377,7 @@ def _qconcat(op: QConcat, xs: list[te.Tensor], consts: dict[str, te.Tensor]) -> 
     return te.compute(shape, out, name="concat")
 
 
-def _canonical_channels(op: QConv2d) -> QConv2d:
+def _canonical_channels(op: QConv2d | QMatMul) -> QConv2d | QMatMul:
     """`op` with constants rewritten so that the epilogue takes its cheap forms; outputs bit-identical. onnxruntime's
     arithmetic: shifts of at least 32 (`prescaled`). TFLite's (per-channel constants), the constants of channels that
     cannot change their output:
@@ -429,7 +431,7 @@ def _view(tensor: te.Tensor, views) -> te.Tensor:
 
 def kernel(fold: Fold, input_types: list[TensorType], out_type: TensorType):
     """(PrimFunc, constants): the kernel `f(inputs..., constants..., out)` computing `fold`."""
-    if isinstance(fold.op, QConv2d):
+    if isinstance(fold.op, (QConv2d, QMatMul)):
         fold = replace(fold, op=_canonical_channels(fold.op))
     inputs = [te.placeholder(t.shape, t.dtype, name=f"x{i}") for i, t in enumerate(input_types)]
     seen = [_view(t, s.views) for t, s in zip(inputs, fold.sources)]

@@ -17,7 +17,7 @@ import tvm
 
 from schedules import int8 as int8_kernels
 from tvm_pipeline.errors import UserError
-from tvm_pipeline.int8_ops import (Fold, QAddTFLite, QAvgPoolTFLite, QConv2d, Requant, Source, add_fields,
+from tvm_pipeline.int8_ops import (Fold, QAddTFLite, QAvgPoolTFLite, QConv2d, QMatMul, Requant, Source, add_fields,
                                    add_from_fields, tflite_multiplier, tflite_scale)
 from tvm_pipeline.passes import fold_qdq
 from tvm_pipeline.tvm_adapter import TensorType
@@ -264,6 +264,26 @@ def test_onnxruntime_rounding_on_the_high_word_gives_the_same_bits(scale_range, 
     assert np.array_equal(_run(Fold("y", conv, (Source("a"),)), [a], TensorType(expected.shape, "int8")), expected)
     multiplier, shift = int8_kernels.prescaled(requant.multiplier, requant.shift, "onnxruntime")
     assert (shift >= 32).all() == (scale_range[1] < 0.5)
+
+
+@pytest.mark.parametrize("tflite", [False, True])
+@pytest.mark.parametrize("spatial_sum", [False, True])
+def test_matmul_epilogue_forms_give_the_same_bits(tflite, spatial_sum):
+    """A matmul's requantization takes the bounded forms too (the bound counts a pooled window's inputs per weight);
+    a pruned output (all-zero weights, a ~2^30 bias) included."""
+    rng = np.random.default_rng(8)
+    x = rng.integers(-128, 128, (2, 16, 3, 3) if spatial_sum else (2, 16)).astype(np.int8)
+    weight = rng.integers(-127, 128, (6, 16)).astype(np.int8)
+    weight[2] = 0
+    bias = rng.integers(-5000, 5000, 6).astype(np.int32)
+    bias[2] = (1 << 30) + 3
+    scales = rng.uniform(1e-4, 1e-3, 6)
+    requant = (Requant.from_tflite_scale(scales, 3, -128, 127) if tflite
+               else Requant.from_scale(scales.astype(np.float32), 3, -128, 127))
+    matmul = QMatMul(weight, bias, requant, spatial_sum)
+    expected = matmul.reference(x)
+    got = _run(Fold("y", matmul, (Source("a"),)), [x], TensorType(expected.shape, "int8"))
+    assert np.array_equal(got, expected)
 
 
 def test_fold_qdq_refuses_an_unknown_arithmetic():
