@@ -71,19 +71,20 @@ def _requantize(acc: tirx.PrimExpr, multiplier: tirx.PrimExpr, shift: tirx.PrimE
     if requant.arithmetic == "tflite":
         scaled = _tflite_scale(acc, multiplier, shift, known)
         return _clamp(scaled + _i32(requant.zero_point), requant.lo, requant.hi, requant.dtype)
-    product = acc.astype("int64") * multiplier.astype("int64")
     if known is not None and known[1] >= 32:
         # clamped to the shifts `prescaled` gives ([32, 62]): TVM's bound analysis of a shift by an unbounded amount
         # let its simplifier drop the int8 clamp below (wrong outputs)
         right = tirx.max(tirx.min(shift.astype("int32"), _i32(62)), _i32(32)) - _i32(32)
+        operand = acc.astype("int32")
         if known[0] < 1 << 30:  # 2 acc m / 2^(s+1): the same value; and with acc << 1 (not acc) under the int64
             # cast, TVM's simplifier does not split the cast over acc + bias (two 64-bit adds and a 64-bit multiply)
-            product = (acc.astype("int32") << _i32(1)).astype("int64") * multiplier.astype("int64")
-            right = right + _i32(1)
+            operand, right = operand << _i32(1), right + _i32(1)
+        product = operand.astype("int64") * multiplier.astype("int64")
         bit = ((product >> _i64(32)).astype("int32") >> right) & _i32(1)
         nudge = (_i64(1) << (right + _i32(31)).astype("int64")) - _i64(1) + bit.astype("int64")
         rounded = ((product + nudge) >> _i64(32)).astype("int32") >> right
         return _clamp(rounded + _i32(requant.zero_point), requant.lo, requant.hi, requant.dtype)
+    product = acc.astype("int64") * multiplier.astype("int64")
     return _clamp(_round_shift(product, shift.astype("int64")) + _i64(requant.zero_point), requant.lo, requant.hi,
                   requant.dtype)
 
@@ -141,26 +142,24 @@ def _tflite_scale(x: tirx.PrimExpr, multiplier, exponent, known: tuple[int, int,
     ~70 instructions an output, this one ~20. The shifted value stays below 2^31 (as in TFLite) and m < 2^31, so
     the product fits int64; `(p + 2^30) >> 31` is TFLite's nudged, truncated SaturatingRoundingDoublingHighMul.
 
-    `known` = (x_bound, smallest, largest exponent): |x| <= x_bound and the exponents' range, known at compile time
-    (a Python int exponent is its own range). They select cheaper forms that compute the same bits:
+    `known` = (x_bound, smallest, largest exponent): |x| <= x_bound and the exponents' range, known at compile time.
+    They select cheaper forms that compute the same bits:
     - no exponent > 0: no left shift;
     - |x << left| < 2^30: the high half as `(2x m + 2^31) >> 32` (= `(x m + 2^30) >> 31`), one SMMULR on a DSP core
       (tvm_adapter.codegen);
     - and every exponent < 0 (right >= 1): RoundingDivideByPOT as `(h + 2^(right-1) + (h >> 31)) >> right` (int8_ops'
       closed form; |h| <= |x| < 2^30, so the sum cannot overflow) instead of the mask and threshold.
     """
-    if isinstance(exponent, int) and known is not None:
-        known = (known[0], exponent, exponent)
     exponent = _i32(exponent) if isinstance(exponent, int) else exponent.astype("int32")
     multiplier = tirx.const(multiplier, "int64") if isinstance(multiplier, int) else multiplier.astype("int64")
     zero = _i32(0)
     most = None if known is None else known[2]
+    x = x.astype("int32")
     if most is not None and most <= 0:
         right = zero - exponent
     else:
         right = tirx.max(zero - exponent, zero)
-        x = x.astype("int32") << tirx.max(exponent, zero)
-    x = x.astype("int32")
+        x = x << tirx.max(exponent, zero)
     if known is not None and known[0] << max(most, 0) < 1 << 30:
         # x << 1, not x * 2: TVM's simplifier distributes an int64 cast over `(acc + bias) * 2` (two int64 adds)
         high = (((x << _i32(1)).astype("int64") * multiplier + _i64(1 << 31)) >> _i64(32)).astype("int32")
@@ -177,15 +176,14 @@ def _tflite_scale(x: tirx.PrimExpr, multiplier, exponent, known: tuple[int, int,
 def _add_tflite(op: QAddTFLite, a: tirx.PrimExpr, b: tirx.PrimExpr) -> tirx.PrimExpr:
     """int8_ops.QAddTFLite."""
     left = _i32(QAddTFLite.LEFT_SHIFT)
-    # an operand less its zero point lies in [-255, 255] (both in the operand's type's range)
-    bound = (255 << QAddTFLite.LEFT_SHIFT, 0, 0)  # the exponents: each call's own int
+    bound = 255 << QAddTFLite.LEFT_SHIFT  # an operand less its zero point lies in [-255, 255]
     scaled_a = _tflite_scale((a.astype("int32") - _i32(op.zero_point_a)) << left, op.multiplier_a, op.exponent_a,
-                             bound)
+                             (bound, op.exponent_a, op.exponent_a))
     scaled_b = _tflite_scale((b.astype("int32") - _i32(op.zero_point_b)) << left, op.multiplier_b, op.exponent_b,
-                             bound)
+                             (bound, op.exponent_b, op.exponent_b))
     # |each scaled operand| <= |its input|: the multiplier is below 1
     total = _tflite_scale(scaled_a + scaled_b, op.output_multiplier, op.output_exponent,
-                          (2 * bound[0], 0, 0)) + _i32(op.zero_point)
+                          (2 * bound, op.output_exponent, op.output_exponent)) + _i32(op.zero_point)
     return _clamp(total, op.lo, op.hi, op.dtype)
 
 

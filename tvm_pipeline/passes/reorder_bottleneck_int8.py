@@ -25,7 +25,7 @@ import numpy as np
 import tvm
 
 from schedules.bottleneck_int8 import KERNEL_PREFIX, ConvInfo, Int8BottleneckSpec, kernel, scratch_bytes
-from schedules.int8 import prescaled, rescale_bound
+from schedules.int8 import rescale_bound
 from tvm_pipeline import tvm_adapter
 from tvm_pipeline.int8_ops import ACTIVATION_DTYPES
 from tvm_pipeline.tvm_adapter import DataflowOp, KernelCall
@@ -51,13 +51,13 @@ def _pointwise(info: ConvInfo | None) -> bool:
             and info.strides == (1, 1) and info.dilation == (1, 1) and not any(info.padding))
 
 
-def _constants(op: DataflowOp, first: int, channels: int, arithmetic: str) -> list[np.ndarray]:
-    """(weight, bias, multiplier, shift) arguments of a conv kernel call, multiplier/shift per channel (`prescaled`
-    for `arithmetic`, as fold-qdq's conv kernels have them: the epilogue's cheap forms)."""
+def _constants(op: DataflowOp, first: int, channels: int) -> list[np.ndarray]:
+    """(weight, bias, multiplier, shift) arguments of a conv kernel call, multiplier/shift per channel (as fold-qdq's
+    kernel made them: already in the form its epilogue's cheap paths take, schedules.int8._canonical_channels)."""
     weight, bias, multiplier, shift = op.args[first:first + 4]
-    bias, multiplier, shift = (np.ascontiguousarray(np.broadcast_to(np.asarray(a).reshape(-1), (channels,)),
-                                                    dtype=np.int32) for a in (bias, multiplier, shift))
-    return [np.asarray(weight, dtype=np.int8), bias, *prescaled(multiplier, shift, arithmetic)]
+    per_channel = [np.ascontiguousarray(np.broadcast_to(np.asarray(a).reshape(-1), (channels,)), dtype=np.int32)
+                   for a in (bias, multiplier, shift)]
+    return [np.asarray(weight, dtype=np.int8), *per_channel]
 
 
 def _live_bytes(spec: Int8BottleneckSpec) -> tuple[int, int]:
@@ -115,9 +115,9 @@ def _match(mod: tvm.IRModule, view: tvm_adapter.DataflowView, producer: dict[str
         raise _NoMatch(f"reordering would not lower the block's memory ({before:,} B -> {after:,} B, "
                        "int32 accumulator included)")
     first = 2 if p_info.residual is not None else 1
-    w_e, *rest_e = _constants(expand, 1, channels, spec.expand_requant[4])
-    w_d, *rest_d = _constants(dw, 1, channels, spec.dw_requant[4])
-    w_p, *rest_p = _constants(project, first, spec.out_channels, spec.proj_requant[4])
+    w_e, *rest_e = _constants(expand, 1, channels)
+    w_d, *rest_d = _constants(dw, 1, channels)
+    w_p, *rest_p = _constants(project, first, spec.out_channels)
     args = (x, w_e.reshape(channels, cin), *rest_e, w_d.reshape(channels, k, k), *rest_d,
             w_p.reshape(spec.out_channels, channels), *rest_p)
     spec = replace(spec, rescale_bounds=(  # each stage's input dtype: x, then the requantized expansion, depthwise
