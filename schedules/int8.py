@@ -68,13 +68,16 @@ def _requantize(acc: tirx.PrimExpr, multiplier: tirx.PrimExpr, shift: tirx.PrimE
     the product's high word, `((p + 2^(s-1) - 1 + bit) >> 32) >> (s - 32)` with bit = (p >> s) & 1, instead of three
     variable 64-bit shifts (~6 instructions each on a 32-bit core).
     """
+    if known is not None and known[1] == known[2]:  # one shift for every channel: a constant the simplifier folds
+        shift = known[1]
     if requant.arithmetic == "tflite":
         scaled = _tflite_scale(acc, multiplier, shift, known)
         return _clamp(scaled + _i32(requant.zero_point), requant.lo, requant.hi, requant.dtype)
     if known is not None and known[1] >= 32:
         # clamped to the shifts `prescaled` gives ([32, 62]): TVM's bound analysis of a shift by an unbounded amount
         # let its simplifier drop the int8 clamp below (wrong outputs)
-        right = tirx.max(tirx.min(shift.astype("int32"), _i32(62)), _i32(32)) - _i32(32)
+        right = (_i32(min(max(shift, 32), 62)) if isinstance(shift, int) else
+                 tirx.max(tirx.min(shift.astype("int32"), _i32(62)), _i32(32))) - _i32(32)
         operand = acc.astype("int32")
         if known[0] < 1 << 30:  # 2 acc m / 2^(s+1): the same value; and with acc << 1 (not acc) under the int64
             # cast, TVM's simplifier does not split the cast over acc + bias (two 64-bit adds and a 64-bit multiply)
@@ -85,7 +88,7 @@ def _requantize(acc: tirx.PrimExpr, multiplier: tirx.PrimExpr, shift: tirx.PrimE
         rounded = ((product + nudge) >> _i64(32)).astype("int32") >> right
         return _clamp(rounded + _i32(requant.zero_point), requant.lo, requant.hi, requant.dtype)
     product = acc.astype("int64") * multiplier.astype("int64")
-    return _clamp(_round_shift(product, shift.astype("int64")) + _i64(requant.zero_point), requant.lo, requant.hi,
+    return _clamp(_round_shift(product, _i64(shift) if isinstance(shift, int) else shift.astype("int64")) + _i64(requant.zero_point), requant.lo, requant.hi,
                   requant.dtype)
 
 

@@ -266,6 +266,32 @@ def test_onnxruntime_rounding_on_the_high_word_gives_the_same_bits(scale_range, 
     assert (shift >= 32).all() == (scale_range[1] < 0.5)
 
 
+@pytest.mark.parametrize("arithmetic, scale", [
+    ("onnxruntime", 1.3e-3),  # prescaled: one shift >= 32, the high-word form with a constant shift
+    ("onnxruntime", 0.7),     # a shift below 32: the general int64 form, its shift a constant
+    ("tflite", 1.3e-3),
+])
+def test_one_shift_for_every_channel_is_a_constant(arithmetic, scale):
+    """Per-tensor requantization (every channel the same shift, as `tvmp quantize` and the reordered bottleneck's
+    inner requantizations have it): the epilogue reads no shift, and computes the NumPy definition's bits."""
+    rng = np.random.default_rng(9)
+    a = rng.integers(-128, 128, (1, 8, 6, 6)).astype(np.int8)
+    weight = rng.integers(-127, 128, (8, 8, 3, 3)).astype(np.int8)
+    scales = np.full(8, scale, np.float32)
+    requant = (Requant.from_tflite_scale(scales.astype(np.float64), 7, -128, 127) if arithmetic == "tflite"
+               else Requant.from_scale(scales, 7, -128, 127))
+    assert len(set(requant.shift.tolist())) == 1
+    conv = QConv2d(weight, rng.integers(-5000, 5000, 8).astype(np.int32), -3, (1, 1), (1, 1, 1, 1), (1, 1), 1,
+                   requant)
+    expected = conv.reference(a)
+    assert (expected == -128).any() and (expected == 127).any()
+    fold, out = Fold("y", conv, (Source("a"),)), TensorType(expected.shape, "int8")
+    assert np.array_equal(_run(fold, [a], out), expected)
+    func, _ = int8_kernels.kernel(fold, [TensorType(a.shape, "int8")], out)
+    shift = func.params[-2].name
+    assert f"{shift}[" not in func.script()
+
+
 @pytest.mark.parametrize("tflite", [False, True])
 @pytest.mark.parametrize("spatial_sum", [False, True])
 def test_matmul_epilogue_forms_give_the_same_bits(tflite, spatial_sum):
