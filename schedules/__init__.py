@@ -14,6 +14,6 @@ def pattern_rules(inplace_depthwise: bool = True, dsp: bool = False) -> list[Cal
     """The pattern-specific rules `tvmp compile` tries, in order, before a kernel falls back to the default schedule
     (tuning records apply only to kernels none of them takes). The patch-stage search and the tuner use the same.
     `dsp`: the board's core has the DSP extension (SMLAD): int8 convs run as tensorized im2col products."""
-    from schedules import bottleneck, depthwise_inplace, int8_dsp
+    from schedules import bottleneck, bottleneck_int8, depthwise_inplace, int8_dsp
 
-    return [bottleneck.rule, *([int8_dsp.rule] if dsp else []), *([depthwise_inplace.rule] if inplace_depthwise else [])]
+    return [bottleneck.rule, bottleneck_int8.rule, *([int8_dsp.rule] if dsp else []), *([depthwise_inplace.rule] if inplace_depthwise else [])]

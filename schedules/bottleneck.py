@@ -203,6 +203,14 @@ def spec_of(func) -> BottleneckSpec | None:
 
 def apply(sch: s_tir.Schedule, tiling: Tiling = Tiling()) -> None:
     """Reorder the kernel so that the expanded-channel loop is outermost (see the module docstring)."""
+    fill_padded_planes(sch, channel_loop_outermost(sch, tiling))
+
+
+def channel_loop_outermost(sch: s_tir.Schedule, tiling: Tiling = Tiling(), unroll_step: bool = True) -> s_tir.LoopRV:
+    """Everything but the padded planes: the projection under the channel loop, its init before it, the depthwise
+    and its activation one element at a time where the projection reads them. Returns the loop the padded planes
+    belong under (a row tile's, else the channel loop). `unroll_step` False leaves the projection's loop over the
+    channels of a step a plain loop (to be tensorized)."""
     if tiling.rows is not None and tiling.rows < 1:
         raise ValueError(f"tiling.rows must be positive, got {tiling.rows}")
     project = sch.get_sblock("project")
@@ -215,14 +223,20 @@ def apply(sch: s_tir.Schedule, tiling: Tiling = Tiling()) -> None:
     else:
         tile = c
         sch.reorder(c, y, xx, o, step)
-    sch.unroll(step)
+    if unroll_step:
+        sch.unroll(step)
     sch.decompose_reduction(project, c)  # out = b_proj (+ x), before the channel loop
     # depthwise + act: one output element at a time, right where the projection consumes it (a scalar)
     sch.compute_at(sch.get_sblock("depthwise_act"), xx)
     depthwise = sch.get_sblock("depthwise")
     sch.compute_at(depthwise, xx)
     sch.decompose_reduction(depthwise, sch.get_loops(depthwise)[-2])
-    # the padded, activated expansion of channel c: the rows this tile's depthwise reads
+    return tile
+
+
+def fill_padded_planes(sch: s_tir.Schedule, tile: s_tir.LoopRV) -> None:
+    """The padded, activated expansion of a step's channels under `tile`: the rows its depthwise reads, a plane at a
+    time, each element's expansion a scalar dot product."""
     padded = sch.get_sblock("padded")
     sch.compute_at(padded, tile)
     try:  # zero the border, then fill only the inside (no branch per expansion MAC)
@@ -239,7 +253,7 @@ def apply(sch: s_tir.Schedule, tiling: Tiling = Tiling()) -> None:
 
 def rule(sch: s_tir.Schedule, tir_name: str) -> bool:
     """Schedule rule for `lowering.lower_program`: handles the kernels the reorder-bottleneck pass created."""
-    if not tir_name.startswith(KERNEL_PREFIX):
+    if not tir_name.startswith(KERNEL_PREFIX) or spec_of(sch.mod["main"]) is None:  # int8: bottleneck_int8.rule
         return False
     apply(sch)
     return True

@@ -27,15 +27,20 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from tvm import te, tirx
+from tvm import s_tir, te, tirx
 
+from schedules import bottleneck
 from schedules.bottleneck import (KERNEL_PREFIX as FLOAT_PREFIX, ConvGeometry, Tiling, channels_per_step,
                                  spec_from_attr)
 from schedules.int8 import _add, _requantize
 from tvm_pipeline.int8_ops import Fold, QConv2d, add_fields, add_from_fields
+from tvm_pipeline.tvm_adapter import dsp
 
 #: Name of the kernels the reorder-bottleneck-int8 pass creates (bottleneck.rule schedules them by this prefix).
 KERNEL_PREFIX = f"{FLOAT_PREFIX}_int8"
+
+#: Expanded channels a step of the channel loop (`apply`): 4, one SMLAD pair's worth of projection inputs.
+TILING = Tiling(channels=4)
 
 #: PrimFunc attribute holding the Int8BottleneckSpec (JSON) a kernel was made from (read back by patch-stage).
 SPEC_ATTR = "tvmp.bottleneck_int8_spec"
@@ -130,9 +135,9 @@ class Int8BottleneckSpec(ConvGeometry):
 
 def scratch_bytes(spec: Int8BottleneckSpec) -> int:
     """Workspace of the scheduled kernel: the int32 projection accumulator and one padded int8 plane per expanded
-    channel of a step of `schedules.bottleneck.apply` (16-B aligned, like tvm_adapter's workspace slices)."""
+    channel of a step of `apply` (16-B aligned, like tvm_adapter's workspace slices)."""
     top, left, bottom, right = spec.padding
-    plane = channels_per_step(spec.expand_channels, Tiling()) * (spec.height + top + bottom) * (spec.width + left + right)
+    plane = channels_per_step(spec.expand_channels, TILING) * (spec.height + top + bottom) * (spec.width + left + right)
     acc = 4 * spec.out_channels * spec.out_height * spec.out_width
     return (acc + 15) // 16 * 16 + (plane + 15) // 16 * 16
 
@@ -196,3 +201,59 @@ def kernel(spec: Int8BottleneckSpec):
 def spec_of(func) -> Int8BottleneckSpec | None:
     """The spec a `kernel(spec)` PrimFunc was made from (its SPEC_ATTR), None for any other PrimFunc."""
     return spec_from_attr(func, SPEC_ATTR, Int8BottleneckSpec)
+
+
+def apply(sch: s_tir.Schedule) -> None:
+    """The float schedule's loop order (`schedules.bottleneck`) with TILING's 4 expanded channels a step, and 4-long
+    dot products (`tvm_adapter.dsp`: 2 SMLADs on a DSP core, plain C elsewhere; the same integer sums):
+
+    - the projection of a step's 4 activations onto each output: its int32 accumulator is read and written once
+      per 4 MACs instead of once per 2;
+    - the expansion, pixel by pixel: x's channels under the pixel gathered once (C_in bytes of scratch) and dotted
+      with each of the step's 4 weight rows, instead of a strided scalar dot product per channel.
+
+    A width that is not a multiple of 4 keeps the float schedule's scalar loops for that product."""
+    spec = spec_of(sch.mod["main"])
+    dot4 = channels_per_step(spec.expand_channels, TILING) == 4  # else a channel a step, scalar
+    tile = bottleneck.channel_loop_outermost(sch, TILING, unroll_step=not dot4)
+    if dot4:
+        step = sch.get_loops(sch.get_sblock("project_update"))[-1]
+        # channels innermost, so a step's 4 activations are one contiguous region (the intrinsic's operand)
+        sch.transform_layout(sch.get_sblock("depthwise_act"), ("write", 0), lambda c, y, xx: (y, xx, c))
+        sch.tensorize(step, dsp.dot4_intrin(spec.dw_requant[3]))
+    if dot4 and spec.in_channels % 4 == 0:
+        _expand_pixel_by_pixel(sch, tile, spec.in_dtype)
+    else:
+        bottleneck.fill_padded_planes(sch, tile)
+
+
+def _expand_pixel_by_pixel(sch: s_tir.Schedule, tile: s_tir.LoopRV, in_dtype: str) -> None:
+    """Fill the step's padded planes pixel by pixel (the step's channels innermost): per 4 of x's channels under
+    the pixel, a 4-long dot product with each of the step's 4 weight rows, unrolled, so the 4 activations are
+    loaded and paired once for all 4 (`tvm_adapter.dsp.strided_dot4_intrin`)."""
+    padded = sch.get_sblock("padded")
+    sch.compute_at(padded, tile)
+    try:  # zero the border (all the step's planes), then fill only the inside
+        sch.decompose_padding(padded, sch.get_loops(padded)[-3])
+    except s_tir.ScheduleError:  # nothing to decompose: the depthwise is unpadded
+        pass
+    channel, row, column = sch.get_loops(padded)[-3:]
+    sch.reorder(row, column, channel)
+    sch.unroll(channel)  # the 4 accumulators indexed by constants: registers
+    expand = sch.get_sblock("expand")
+    sch.compute_at(expand, column)
+    channel, i = sch.get_loops(expand)[-2:]
+    outer, inner = sch.split(i, [None, 4])
+    sch.reorder(outer, channel, inner)
+    sch.decompose_reduction(expand, outer)
+    sch.unroll(channel)
+    sch.unroll(sch.get_loops(sch.get_sblock("expand_init"))[-1])
+    sch.tensorize(inner, dsp.strided_dot4_intrin(in_dtype))
+
+
+def rule(sch: s_tir.Schedule, tir_name: str) -> bool:
+    """Schedule rule for `lowering.lower_program`: the kernels the reorder-bottleneck-int8 pass created."""
+    if not tir_name.startswith(KERNEL_PREFIX):
+        return False
+    apply(sch)
+    return True

@@ -47,7 +47,8 @@ def _lowering_pass(name: str) -> tvm.transform.Pass:
 
 
 def _raw_pointer_api(func: tirx.PrimFunc) -> tuple[tirx.PrimFunc, tuple[KernelParam, ...], int]:
-    """Turn buffer parameters into plain pointers and big internal allocations into workspace slices.
+    """Turn buffer parameters into plain pointers, and big internal allocations (and those viewed as another type)
+    into workspace slices (16-byte aligned).
 
     Before: `def k(A: T.Buffer((1, 8), "float32")): tmp = T.alloc_buffer((512,)); ...A.data...`
     After:  `def k(A: T.handle("float32"), workspace: T.handle("uint8")): tmp = T.decl_buffer(data=&workspace[0])`
@@ -76,6 +77,12 @@ def _raw_pointer_api(func: tirx.PrimFunc) -> tuple[tirx.PrimFunc, tuple[KernelPa
     workspace = tirx.Var("workspace", ir.PointerType(ir.PrimType("uint8")))
     workspace_u8 = tirx.decl_buffer((1,), "uint8", name="workspace_u8", data=workspace)
     offset = 0
+    # StorageRewrite may give one small allocation to buffers of different types (an int8 copy, later int32
+    # accumulators): C would then read int32s through an int8 stack array, with no alignment guaranteed
+    # (its views are DeclBuffers named like the allocation: each buffer's data refers to the buffer itself)
+    view_types: dict[str, set[str]] = {}
+    tvm_ffi.structural_walk(body, [(tirx.DeclBuffer, lambda decl: view_types.setdefault(
+        decl.buffer.name, set()).add(str(decl.buffer.ty.dtype.dtype)))])
 
     def on_alloc(alloc: tirx.AllocBuffer) -> tirx.Stmt:
         nonlocal offset
@@ -83,7 +90,7 @@ def _raw_pointer_api(func: tirx.PrimFunc) -> tuple[tirx.PrimFunc, tuple[KernelPa
         dtype = str(buf.ty.dtype.dtype)
         numel = int(np.prod([int(d) for d in buf.ty.shape], dtype=np.int64))
         nbytes = numel * np.dtype(dtype).itemsize
-        if nbytes <= LOCAL_SCRATCH_LIMIT_BYTES:
+        if nbytes <= LOCAL_SCRATCH_LIMIT_BYTES and view_types.get(buf.name, {dtype}) <= {dtype}:
             return alloc
         addr = tirx.address_of(tirx.BufferLoad(workspace_u8, [tirx.IntImm("int32", offset)]))
         offset += (nbytes + 15) // 16 * 16  # keep every slice 16-byte aligned, like the arena

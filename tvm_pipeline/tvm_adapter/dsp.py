@@ -6,6 +6,9 @@ accumulated into an int32:
     for k in 0..4:  acc += int32(a[k]) * int32(w[k])          (a: int8 or uint8 activations, w: int8 weights)
     ->              acc = tvmp_dot4_s8(&a[0], &w[0], acc)        (a C call; `lower_to_c` adds its definition)
 
+`strided_dot4_intrin(dtype)` is the same product over activations a stride apart (`a[k * stride]`: one pixel's
+channels in an NCHW tensor), as `tvmp_dot4_strided_s8(&a[0], stride, &w[0], acc)`.
+
 On a core with the DSP extension (Cortex-M4, M7, M33, M55: gcc defines __ARM_FEATURE_DSP) the helper loads each
 operand's four bytes as one word, widens them to two pairs of int16 with SXTB16 (UXTB16 for uint8) and accumulates
 both pairs with two SMLADs: 8 instructions for 4 MACs, and neighbours in a register block share the loads and
@@ -31,6 +34,10 @@ _DOT4 = {"int8": ("tvmp.dot4_s8s8", "tvmp_dot4_s8"), "uint8": ("tvmp.dot4_u8s8",
 #: How each helper widens its activation word: SXTB16 sign-extends bytes 0 and 2 (ROR #8: 1 and 3), UXTB16
 #: zero-extends them; the weight word is always int8.
 _WIDEN = {"tvmp_dot4_s8": ("sxtb16", "int8_t"), "tvmp_dot4_u8": ("uxtb16", "uint8_t")}
+
+#: The same for activations a stride apart.
+_STRIDED_DOT4 = {"int8": ("tvmp.dot4_strided_s8s8", "tvmp_dot4_strided_s8"),
+                 "uint8": ("tvmp.dot4_strided_u8s8", "tvmp_dot4_strided_u8")}
 
 _registered: set[str] = set()
 
@@ -64,6 +71,49 @@ def _dot4_functions(dtype: str, helper: str):
     return desc, impl
 
 
+def _strided_dot4_functions(dtype: str, helper: str):
+    """(description, implementation) PrimFuncs of the 4-long dot product whose activations lie `stride` elements
+    apart (the channels of one pixel of an NCHW tensor; the region's trailing dims are the pixel's)."""
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, w: T.handle, c: T.handle) -> None:
+        s0, s1, s2 = T.int64(), T.int64(), T.int64()
+        A = T.match_buffer(a, (4, 1, 1), dtype, strides=[s0, s1, s2], offset_factor=1)
+        W = T.match_buffer(w, (4,), "int8", offset_factor=1)
+        C = T.match_buffer(c, (1,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0], A[0:4, 0, 0], W[0:4])
+            T.writes(C[0])
+            for k in T.serial(0, 4):
+                with T.sblock("update"):
+                    vk = T.axis.remap("R", [k])
+                    C[0] = C[0] + T.Cast("int32", A[vk, 0, 0]) * T.Cast("int32", W[vk])
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, w: T.handle, c: T.handle) -> None:
+        s0, s1, s2 = T.int64(), T.int64(), T.int64()
+        A = T.match_buffer(a, (4, 1, 1), dtype, strides=[s0, s1, s2], offset_factor=1)
+        W = T.match_buffer(w, (4,), "int8", offset_factor=1)
+        C = T.match_buffer(c, (1,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0], A[0:4, 0, 0], W[0:4])
+            T.writes(C[0])
+            C[0] = T.call_extern("int32", helper, A.access_ptr("r"), T.Cast("int32", s0), W.access_ptr("r"), C[0])
+
+    return desc, impl
+
+
+def strided_dot4_intrin(dtype: str) -> str:
+    """The name of the 4-long dot-product tensor intrinsic for `dtype` activations a stride apart (`a[k * stride]`),
+    registered with TVM on first use. Its helper gathers the 4 bytes into SMLAD's operand pairs itself, so a caller
+    that dots one pixel's channels with several weight rows (unrolled) shares the gathering: no copy in memory."""
+    name, helper = _STRIDED_DOT4[dtype]
+    if name not in _registered:
+        s_tir.TensorIntrin.register(name, *_strided_dot4_functions(dtype, helper), override=True)
+        _registered.add(name)
+    return name
+
+
 def dot4_intrin(dtype: str) -> str:
     """The name of the 4-long dot-product tensor intrinsic for `dtype` (int8 or uint8) activations, registered
     with TVM on first use."""
@@ -95,6 +145,35 @@ static inline int32_t {helper}(const {a_type}* a, const int8_t* w, int32_t acc) 
   return __smlad(x13, y13, acc);
 #else
   return acc + a[0] * w[0] + a[1] * w[1] + a[2] * w[2] + a[3] * w[3];
+#endif
+}}
+#endif
+"""
+
+
+def _strided_helper_source(helper: str) -> str:
+    a_type = "uint8_t" if helper.endswith("u8") else "int8_t"
+    guard = helper.upper()
+    return f"""#ifndef {guard}
+#define {guard}
+#include <string.h>
+#if defined(__ARM_FEATURE_DSP)
+#include <arm_acle.h>
+#endif
+/* acc + a[0]*w[0] + a[s]*w[1] + a[2s]*w[2] + a[3s]*w[3] (tvm_adapter/dsp.py) */
+static inline int32_t {helper}(const {a_type}* a, int32_t s, const int8_t* w, int32_t acc) {{
+#if defined(__ARM_FEATURE_DSP)
+  uint32_t y;
+  memcpy(&y, w, 4);
+  /* the activations as the int16 pairs SXTB16 makes of the weights: (a0, a2) and (a1, a3), one PKHBT each */
+  uint32_t x02 = ((uint32_t)(int32_t)a[0] & 0xFFFFu) | ((uint32_t)(int32_t)a[2 * s] << 16);
+  uint32_t x13 = ((uint32_t)(int32_t)a[s] & 0xFFFFu) | ((uint32_t)(int32_t)a[3 * s] << 16);
+  uint32_t y13;
+  __asm__("sxtb16 %0, %1, ror #8" : "=r"(y13) : "r"(y));
+  acc = __smlad(x02, __sxtb16(y), acc);
+  return __smlad(x13, y13, acc);
+#else
+  return acc + a[0] * w[0] + a[s] * w[1] + a[2 * s] * w[2] + a[3 * s] * w[3];
 #endif
 }}
 #endif
@@ -140,7 +219,9 @@ static inline int32_t {helper}(int32_t a, int32_t b) {{
 
 
 #: The C helpers kernels may call, by name.
-_HELPERS = {"tvmp_dot4_s8": _helper_source, "tvmp_dot4_u8": _helper_source, "tvmp_ssat8": _saturate_source,
+_HELPERS = {"tvmp_dot4_s8": _helper_source, "tvmp_dot4_u8": _helper_source,
+            "tvmp_dot4_strided_s8": _strided_helper_source, "tvmp_dot4_strided_u8": _strided_helper_source,
+            "tvmp_ssat8": _saturate_source,
             "tvmp_usat8": _saturate_source, "tvmp_smmulr": _smmulr_source}
 
 _CALL = re.compile(r"\b(" + "|".join(_HELPERS) + r")\(")
