@@ -206,23 +206,26 @@ def apply(sch: s_tir.Schedule, tiling: Tiling = Tiling()) -> None:
     fill_padded_planes(sch, channel_loop_outermost(sch, tiling))
 
 
-def channel_loop_outermost(sch: s_tir.Schedule, tiling: Tiling = Tiling(), unroll_step: bool = True) -> s_tir.LoopRV:
+def channel_loop_outermost(sch: s_tir.Schedule, tiling: Tiling = Tiling(), unroll_step: bool = True,
+                           pixels: int = 1) -> s_tir.LoopRV:
     """Everything but the padded planes: the projection under the channel loop, its init before it, the depthwise
     and its activation one element at a time where the projection reads them. Returns the loop the padded planes
     belong under (a row tile's, else the channel loop). `unroll_step` False leaves the projection's loop over the
-    channels of a step a plain loop (to be tensorized)."""
+    channels of a step a plain loop (to be tensorized). `pixels` (a divisor of the output width): the depthwise
+    computes that many neighbouring output pixels of each channel at once (a weight load serves them all)."""
     if tiling.rows is not None and tiling.rows < 1:
         raise ValueError(f"tiling.rows must be positive, got {tiling.rows}")
     project = sch.get_sblock("project")
     o, y, xx, c = sch.get_loops(project)
     hidden = int(sch.get(c).extent)
     c, step = sch.split(c, [None, channels_per_step(hidden, tiling)])  # step: the channels of one pass, innermost
+    xx, xi = sch.split(xx, [None, pixels])
     if tiling.rows:
         tile, y = sch.split(y, [None, tiling.rows])
-        sch.reorder(c, tile, y, xx, o, step)
+        sch.reorder(c, tile, y, xx, xi, o, step)
     else:
         tile = c
-        sch.reorder(c, y, xx, o, step)
+        sch.reorder(c, y, xx, xi, o, step)
     if unroll_step:
         sch.unroll(step)
     sch.decompose_reduction(project, c)  # out = b_proj (+ x), before the channel loop

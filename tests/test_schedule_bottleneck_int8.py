@@ -1,5 +1,6 @@
 """The int8 reordered bottleneck's schedule (schedules/bottleneck_int8.apply): 4 expanded channels a step, the
-projection and the pixel-by-pixel expansion as 4-long dot products (tvm_adapter.dsp). Run on the emulated boards (the
+projection and the pixel-by-pixel expansion as 4-long dot products (tvm_adapter.dsp), the depthwise 3 or 2 pixels a
+pass. Run on the emulated boards (the
 SMLAD helpers on the M7, their plain-C fallbacks on the M0) against the unscheduled kernel built by TVM for the host:
 integer sums in another order, so the outputs must be equal bit for bit.
 """
@@ -20,10 +21,10 @@ from tvm_pipeline.board.runner import QemuRunner
 from tvm_pipeline.tuning.measure import build_kernel, run_kernel
 
 
-def _spec(in_dtype: str, cin: int, hidden: int, stride: int) -> Int8BottleneckSpec:
+def _spec(in_dtype: str, cin: int, hidden: int, stride: int, width: int) -> Int8BottleneckSpec:
     lo, hi = (0, 255) if in_dtype == "uint8" else (-128, 127)
     requant = (lo + 3, lo, hi, in_dtype, "onnxruntime")
-    return Int8BottleneckSpec(in_channels=cin, expand_channels=hidden, out_channels=8, height=7, width=6, kernel=3,
+    return Int8BottleneckSpec(in_channels=cin, expand_channels=hidden, out_channels=8, height=7, width=width, kernel=3,
                               stride=stride, padding=(1, 1, 1, 1), dw_input_zero_point=lo + 3, expand_requant=requant,
                               dw_requant=requant, proj_requant=requant, residual=None, in_dtype=in_dtype)
 
@@ -54,17 +55,17 @@ def _host_reference(func: tvm.tirx.PrimFunc, inputs: list[np.ndarray]) -> np.nda
     return result.numpy()
 
 
-@pytest.mark.parametrize("in_dtype, cin, hidden, stride, helpers", [
-    ("int8", 8, 16, 1, ("tvmp_dot4_s8(", "tvmp_dot4_strided_s8(")),   # both products as dot products
-    ("uint8", 8, 12, 2, ("tvmp_dot4_u8(", "tvmp_dot4_strided_u8(")),  # uint8 activations, a strided depthwise
-    ("int8", 6, 16, 1, ("tvmp_dot4_s8(",)),                           # C_in not a multiple of 4: scalar expansion
-    ("int8", 8, 10, 1, ()),                                            # hidden not a multiple of 4: a channel a step
+@pytest.mark.parametrize("in_dtype, cin, hidden, stride, width, helpers", [
+    ("int8", 8, 16, 1, 6, ("tvmp_dot4_s8(", "tvmp_dot4_strided_s8(")),   # both products as dot products; 3 pixels
+    ("uint8", 8, 12, 2, 8, ("tvmp_dot4_u8(", "tvmp_dot4_strided_u8(")),  # uint8, a strided depthwise; 2 pixels
+    ("int8", 6, 16, 1, 5, ("tvmp_dot4_s8(",)),     # C_in not a multiple of 4: scalar expansion; a pixel a pass
+    ("int8", 8, 10, 1, 6, ()),                      # hidden not a multiple of 4: a channel a step
 ])
 @pytest.mark.parametrize("board", ["stm32f746", "cortex-m0"])
-def test_scheduled_kernel_equals_the_unscheduled_one(in_dtype, cin, hidden, stride, helpers, board,
+def test_scheduled_kernel_equals_the_unscheduled_one(in_dtype, cin, hidden, stride, width, helpers, board,
                                                      tmp_path: Path) -> None:
-    func = bottleneck_int8.kernel(_spec(in_dtype, cin, hidden, stride))
-    inputs = _constants(func, np.random.default_rng(cin * hidden + stride))
+    func = bottleneck_int8.kernel(_spec(in_dtype, cin, hidden, stride, width))
+    inputs = _constants(func, np.random.default_rng(cin * hidden + stride + width))
     expected = _host_reference(func, inputs)
     assert len(np.unique(expected)) > 20  # requantized into a spread of values, not a constant
     sch = s_tir.Schedule(func)
