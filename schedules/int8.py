@@ -95,9 +95,16 @@ def _requantize(acc: tirx.PrimExpr, multiplier: tirx.PrimExpr, shift: tirx.PrimE
 def prescaled(multiplier: np.ndarray, shift: np.ndarray, arithmetic: str) -> tuple[np.ndarray, np.ndarray]:
     """onnxruntime-arithmetic (multiplier, shift) with every shift raised to at least 32 and the multiplier doubled
     as often (the same products, so the same roundings), where every multiplier stays below 2^31 (scales below 0.5):
-    then `_requantize` rounds on the product's high word. Otherwise (and for TFLite's arithmetic) unchanged."""
+    then `_requantize` rounds on the product's high word. Where the multipliers allow it, every channel gets the
+    largest shift (a constant the epilogue folds: no per-channel shift to load and clamp, no variable 64-bit shift).
+    Otherwise (and for TFLite's arithmetic) unchanged."""
     if arithmetic == "tflite":
         return multiplier, shift
+    live = multiplier != 0  # a flushed channel gives 0 whatever its shift
+    target = max(32, int(shift[live].max())) if live.any() else 32
+    scaled = np.where(live, multiplier.astype(np.int64) << np.maximum(target - shift.astype(np.int64), 0), 0)
+    if np.all(scaled < 1 << 31) and np.all(shift[live] <= target):  # one shift for all: a constant in the epilogue
+        return scaled.astype(multiplier.dtype), np.full_like(shift, target)
     up = np.maximum(32 - shift.astype(np.int64), 0)
     scaled = multiplier.astype(np.int64) << up
     if np.any(scaled >= 1 << 31):

@@ -266,6 +266,29 @@ def test_onnxruntime_rounding_on_the_high_word_gives_the_same_bits(scale_range, 
     assert (shift >= 32).all() == (scale_range[1] < 0.5)
 
 
+@pytest.mark.parametrize("scales, one_shift", [
+    (np.geomspace(1e-5, 2e-3, 8), True),          # per-channel scales: every multiplier fits one (the largest) shift
+    (np.array([0.45, 1e-6, 0.3, 2e-6, 0.2, 1e-5, 0.4, 3e-6]), False),  # they do not: shifts >= 32, per channel
+])
+def test_onnxruntime_shifts_brought_to_one_where_the_multipliers_allow(scales, one_shift):
+    """schedules/int8.prescaled gives every channel the largest shift when every multiplier, doubled as often, stays
+    below 2^31 (the same products, so the same roundings): the kernel reads no shift; else shifts >= 32 per channel.
+    Either way the NumPy definition's bits."""
+    rng = np.random.default_rng(10)
+    a = rng.integers(-128, 128, (1, 8, 6, 6)).astype(np.int8)
+    weight = rng.integers(-127, 128, (8, 8, 3, 3)).astype(np.int8)
+    requant = Requant.from_scale(scales.astype(np.float32), 7, -128, 127)
+    multiplier, shift = int8_kernels.prescaled(requant.multiplier, requant.shift, "onnxruntime")
+    assert (len(set(shift.tolist())) == 1) == one_shift and (shift >= 32).all() and (multiplier < 1 << 31).all()
+    conv = QConv2d(weight, rng.integers(-5000, 5000, 8).astype(np.int32), -3, (1, 1), (1, 1, 1, 1), (1, 1), 1,
+                   requant)
+    expected = conv.reference(a)
+    fold, out = Fold("y", conv, (Source("a"),)), TensorType(expected.shape, "int8")
+    assert np.array_equal(_run(fold, [a], out), expected)
+    func, _ = int8_kernels.kernel(fold, [TensorType(a.shape, "int8")], out)
+    assert (f"{func.params[-2].name}[" in func.script()) != one_shift
+
+
 @pytest.mark.parametrize("arithmetic, scale", [
     ("onnxruntime", 1.3e-3),  # prescaled: one shift >= 32, the high-word form with a constant shift
     ("onnxruntime", 0.7),     # a shift below 32: the general int64 form, its shift a constant
