@@ -118,16 +118,16 @@ def _output_sized(params: tuple[KernelParam, ...]) -> list[int]:
 
 
 def _inplace_params(func: tirx.PrimFunc, params: tuple[KernelParam, ...]) -> tuple[int, ...]:
-    """Inputs that the output may share storage with: each element is read once, right where it is replaced.
+    """Inputs that the output may share storage with: every element of the input is read before it is replaced.
 
-    Safe when the output (last parameter) is written by exactly one store, is never read back, and input p is
-    only read inside that store's value at the store's own index: `out[i] = f(..., p[i], ...)`. Then element i
-    of p is consumed in the same statement that overwrites it, and no other element of p is touched.
+    Safe when the output (last parameter) is written by exactly one store, is never read back, and each read of
+    input p is either inside that store's value at the store's own index (`out[i] = f(..., p[i], ...)`: element i is
+    consumed in the statement that overwrites it) or in a top-level statement that runs before the one holding the
+    store (done before the output's first write). A helper call that takes a pointer into p (`tvm_access_ptr`) reads
+    p at indices the proof cannot see: it counts as a read anywhere in its statement.
     """
     out = len(params) - 1
     ptr_of: dict[int, int] = {}  # buffer handle -> parameter index
-    loads: list[ir.TensorLoad] = []
-    stores: list[tirx.BufferStore] = []
     ptrs = {p.__chandle__(): i for i, p in enumerate(func.params)}
 
     def on_decl(decl: tirx.DeclBuffer) -> None:
@@ -135,22 +135,46 @@ def _inplace_params(func: tirx.PrimFunc, params: tuple[KernelParam, ...]) -> tup
         if index is not None:
             ptr_of[decl.buffer.__chandle__()] = index
 
-    tvm_ffi.structural_walk(func.body, [(tirx.DeclBuffer, on_decl), (ir.TensorLoad, loads.append),
-                                        (tirx.BufferStore, stores.append)])
-    out_stores = [s for s in stores if ptr_of.get(s.buffer.__chandle__()) == out]
-    if len(out_stores) != 1 or any(ptr_of.get(ld.source.__chandle__()) == out for ld in loads):
+    tvm_ffi.structural_walk(func.body, [(tirx.DeclBuffer, on_decl)])
+
+    def param_of_pointer(call: ir.Call) -> int | None:
+        data = call.args[1]
+        if isinstance(data, tirx.Var):
+            return ptrs.get(data.__chandle__())
+        if isinstance(data, ir.Call) and getattr(data.op, "name", None) == "tirx.buffer_data":
+            return ptr_of.get(data.args[0].__chandle__())
+        return None
+
+    statements = list(func.body.seq) if isinstance(func.body, tirx.SeqStmt) else [func.body]
+    loads: list[tuple[int, ir.TensorLoad]] = []  # (top-level statement, load)
+    pointer_reads: list[tuple[int, int]] = []  # (top-level statement, parameter)
+    stores: list[tuple[int, tirx.BufferStore]] = []
+    for position, statement in enumerate(statements):
+        def on_call(call: ir.Call, position: int = position) -> None:
+            if getattr(call.op, "name", None) == "tirx.tvm_access_ptr" and (i := param_of_pointer(call)) is not None:
+                pointer_reads.append((position, i))
+
+        tvm_ffi.structural_walk(statement, [(ir.TensorLoad, lambda ld, at=position: loads.append((at, ld))),
+                                            (tirx.BufferStore, lambda st, at=position: stores.append((at, st))),
+                                            (ir.Call, on_call)])
+    out_stores = [(at, st) for at, st in stores if ptr_of.get(st.buffer.__chandle__()) == out]
+    if len(out_stores) != 1 or any(ptr_of.get(ld.source.__chandle__()) == out for _, ld in loads) \
+            or any(i == out for _, i in pointer_reads):
         return ()
-    (store,) = out_stores
+    ((written, store),) = out_stores
     inside: list[ir.TensorLoad] = []
     tvm_ffi.structural_walk(store.value, [(ir.TensorLoad, inside.append)])
     inside_handles = {ld.__chandle__() for ld in inside}
+
+    def consumed_in_place(at: int, load: ir.TensorLoad) -> bool:
+        return at < written or (load.__chandle__() in inside_handles
+                                and tvm_ffi.structural_equal(list(load.indices), list(store.indices)))
+
     result = []
     for i in _output_sized(params):
-        reads = [ld for ld in loads if ptr_of.get(ld.source.__chandle__()) == i]
-        if reads and all(
-            ld.__chandle__() in inside_handles and tvm_ffi.structural_equal(list(ld.indices), list(store.indices))
-            for ld in reads
-        ):
+        reads = [(at, ld) for at, ld in loads if ptr_of.get(ld.source.__chandle__()) == i]
+        if reads and all(consumed_in_place(at, ld) for at, ld in reads) \
+                and all(at < written for at, j in pointer_reads if j == i):
             result.append(i)
     return tuple(result)
 
