@@ -39,8 +39,9 @@ from tvm_pipeline.tvm_adapter import dsp
 #: Name of the kernels the reorder-bottleneck-int8 pass creates (bottleneck.rule schedules them by this prefix).
 KERNEL_PREFIX = f"{FLOAT_PREFIX}_int8"
 
-#: Expanded channels a step of the channel loop (`apply`): 4, one SMLAD pair's worth of projection inputs.
-TILING = Tiling(channels=4)
+#: Expanded channels a step of the channel loop (`apply`): 4, one SMLAD pair's worth of projection inputs; 2 for the
+#: kernels the compiler makes compact (`Rule.compact`), where 2 more padded planes would raise the model's peak.
+TILING, COMPACT_TILING = Tiling(channels=4), Tiling(channels=2)
 
 #: PrimFunc attribute holding the Int8BottleneckSpec (JSON) a kernel was made from (read back by patch-stage).
 SPEC_ATTR = "tvmp.bottleneck_int8_spec"
@@ -135,7 +136,8 @@ class Int8BottleneckSpec(ConvGeometry):
 
 def scratch_bytes(spec: Int8BottleneckSpec) -> int:
     """Workspace of the scheduled kernel: the int32 projection accumulator and one padded int8 plane per expanded
-    channel of a step of `apply` (16-B aligned, like tvm_adapter's workspace slices)."""
+    channel of a step of `apply` (its TILING: the compact one needs less; 16-B aligned, like tvm_adapter's workspace
+    slices)."""
     top, left, bottom, right = spec.padding
     plane = channels_per_step(spec.expand_channels, TILING) * (spec.height + top + bottom) * (spec.width + left + right)
     acc = 4 * spec.out_channels * spec.out_height * spec.out_width
@@ -203,28 +205,31 @@ def spec_of(func) -> Int8BottleneckSpec | None:
     return spec_from_attr(func, SPEC_ATTR, Int8BottleneckSpec)
 
 
-def apply(sch: s_tir.Schedule) -> None:
-    """The float schedule's loop order (`schedules.bottleneck`) with TILING's 4 expanded channels a step, and 4-long
-    dot products (`tvm_adapter.dsp`: 2 SMLADs on a DSP core, plain C elsewhere; the same integer sums):
+def apply(sch: s_tir.Schedule, compact: bool = False) -> None:
+    """The float schedule's loop order (`schedules.bottleneck`) with TILING's 4 expanded channels a step (`compact`:
+    COMPACT_TILING's 2), and 4-long dot products (`tvm_adapter.dsp`: 2 SMLADs on a DSP core, plain C elsewhere; the
+    same integer sums):
 
     - the projection of a step's 4 activations onto each output: its int32 accumulator is read and written once
-      per 4 MACs instead of once per 2;
-    - the expansion, pixel by pixel: x's channels under the pixel gathered once (C_in bytes of scratch) and dotted
-      with each of the step's 4 weight rows, instead of a strided scalar dot product per channel.
+      per 4 MACs instead of once per 2 (compact: per 2, scalar);
+    - the expansion, pixel by pixel: the 4 channels of x under the pixel paired for SMLAD once and dotted with each
+      of the step's weight rows, instead of a strided scalar dot product per channel.
 
     A width that is not a multiple of 4 keeps the float schedule's scalar loops for that product."""
     spec = spec_of(sch.mod["main"])
-    dot4 = channels_per_step(spec.expand_channels, TILING) == 4  # else a channel a step, scalar
+    tiling = COMPACT_TILING if compact else TILING
+    step = channels_per_step(spec.expand_channels, tiling)
+    dot4 = step == 4  # else 2 or 1 channels a step, scalar
     # 3 (else 2) output pixels of a row per depthwise pass: the MobileNetV2-0.35 bottleneck 16 -> 96 -> 16 at 18 x 18
     # ran in 0.84x the instructions with 3, 0.87x with 2; 4 and 6 spill its accumulators (slower)
     pixels = next((p for p in (3, 2) if spec.out_width % p == 0), 1)
-    tile = bottleneck.channel_loop_outermost(sch, TILING, unroll_step=not dot4, pixels=pixels)
+    tile = bottleneck.channel_loop_outermost(sch, tiling, unroll_step=not dot4, pixels=pixels)
     if dot4:
-        step = sch.get_loops(sch.get_sblock("project_update"))[-1]
+        channels = sch.get_loops(sch.get_sblock("project_update"))[-1]
         # channels innermost, so a step's 4 activations are one contiguous region (the intrinsic's operand)
         sch.transform_layout(sch.get_sblock("depthwise_act"), ("write", 0), lambda c, y, xx: (y, xx, c))
-        sch.tensorize(step, dsp.dot4_intrin(spec.dw_requant[3]))
-    if dot4 and spec.in_channels % 4 == 0:
+        sch.tensorize(channels, dsp.dot4_intrin(spec.dw_requant[3]))
+    if spec.in_channels % 4 == 0 and step > 1:  # (a single channel a step has no step loop to put innermost)
         _expand_pixel_by_pixel(sch, tile, spec.in_dtype)
     else:
         bottleneck.fill_padded_planes(sch, tile)
@@ -254,9 +259,18 @@ def _expand_pixel_by_pixel(sch: s_tir.Schedule, tile: s_tir.LoopRV, in_dtype: st
     sch.tensorize(inner, dsp.strided_dot4_intrin(in_dtype))
 
 
-def rule(sch: s_tir.Schedule, tir_name: str) -> bool:
-    """Schedule rule for `lowering.lower_program`: the kernels the reorder-bottleneck-int8 pass created."""
-    if not tir_name.startswith(KERNEL_PREFIX):
-        return False
-    apply(sch)
-    return True
+@dataclass(frozen=True)
+class Rule:
+    """Schedule rule for `lowering.lower_program`: the kernels the reorder-bottleneck-int8 pass created; those named
+    in `compact` (TIR names) take COMPACT_TILING."""
+
+    compact: frozenset[str] = frozenset()
+
+    def __call__(self, sch: s_tir.Schedule, tir_name: str) -> bool:
+        if not tir_name.startswith(KERNEL_PREFIX):
+            return False
+        apply(sch, compact=tir_name in self.compact)
+        return True
+
+
+rule = Rule()

@@ -55,23 +55,26 @@ def _host_reference(func: tvm.tirx.PrimFunc, inputs: list[np.ndarray]) -> np.nda
     return result.numpy()
 
 
-@pytest.mark.parametrize("in_dtype, cin, hidden, stride, width, helpers", [
-    ("int8", 8, 16, 1, 6, ("tvmp_dot4_s8(", "tvmp_dot4_strided_s8(")),   # both products as dot products; 3 pixels
-    ("uint8", 8, 12, 2, 8, ("tvmp_dot4_u8(", "tvmp_dot4_strided_u8(")),  # uint8, a strided depthwise; 2 pixels
-    ("int8", 6, 16, 1, 5, ("tvmp_dot4_s8(",)),     # C_in not a multiple of 4: scalar expansion; a pixel a pass
-    ("int8", 8, 10, 1, 6, ()),                      # hidden not a multiple of 4: a channel a step
+@pytest.mark.parametrize("in_dtype, cin, hidden, stride, width, compact, helpers", [
+    ("int8", 8, 16, 1, 6, False, ("tvmp_dot4_s8(", "tvmp_dot4_strided_s8(")),  # both products SMLAD; 3 pixels
+    ("uint8", 8, 12, 2, 8, False, ("tvmp_dot4_u8(", "tvmp_dot4_strided_u8(")),  # uint8, a strided depthwise; 2 pixels
+    ("int8", 6, 16, 1, 5, False, ("tvmp_dot4_s8(",)),  # C_in not a multiple of 4: scalar expansion; a pixel a pass
+    ("int8", 8, 10, 1, 6, False, ()),  # hidden not a multiple of 4: 1 channel a step, scalar
+    ("int8", 8, 16, 1, 6, True, ("tvmp_dot4_strided_s8(",)),   # compact: 2 channels a step, scalar projection
 ])
 @pytest.mark.parametrize("board", ["stm32f746", "cortex-m0"])
-def test_scheduled_kernel_equals_the_unscheduled_one(in_dtype, cin, hidden, stride, width, helpers, board,
+def test_scheduled_kernel_equals_the_unscheduled_one(in_dtype, cin, hidden, stride, width, compact, helpers, board,
                                                      tmp_path: Path) -> None:
     func = bottleneck_int8.kernel(_spec(in_dtype, cin, hidden, stride, width))
     inputs = _constants(func, np.random.default_rng(cin * hidden + stride + width))
     expected = _host_reference(func, inputs)
     assert len(np.unique(expected)) > 20  # requantized into a spread of values, not a constant
     sch = s_tir.Schedule(func)
-    bottleneck_int8.apply(sch)
+    bottleneck_int8.apply(sch, compact)
     build = build_kernel(sch.mod["main"], "tvmp_bottleneck", "c", load_board(board))
     source = build.kernel.source.split("void tvmp_bottleneck(")[-1]
-    assert all(helper in source for helper in helpers) and ("tvmp_dot4" in source) == bool(helpers)
+    assert all(helper in source for helper in helpers) and ("tvmp_dot4_s8(" in source) == ("tvmp_dot4_s8(" in helpers)
+    estimate = bottleneck_int8.scratch_bytes(bottleneck_int8.spec_of(func))  # what the passes budget
+    assert build.kernel.workspace_bytes < estimate if compact else build.kernel.workspace_bytes <= estimate
     run = run_kernel(build, inputs, load_board(board), QemuRunner(), tmp_path)
     assert np.array_equal(np.asarray(run.output).reshape(expected.shape), expected)
