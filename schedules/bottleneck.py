@@ -229,7 +229,7 @@ def channel_loop_outermost(sch: s_tir.Schedule, tiling: Tiling = Tiling(), unrol
     if unroll_step:
         sch.unroll(step)
     sch.decompose_reduction(project, c)  # out = b_proj (+ x), before the channel loop
-    # depthwise + act: one output element at a time, right where the projection consumes it (a scalar)
+    # depthwise + act: one output element (`pixels` of a row) at a time, right where the projection consumes it
     sch.compute_at(sch.get_sblock("depthwise_act"), xx)
     depthwise = sch.get_sblock("depthwise")
     sch.compute_at(depthwise, xx)
