@@ -121,6 +121,8 @@ def place_kernel(out_type: TensorType, patch: tuple[int, int, int, int], first: 
 
     Parameters (whole, part, out), or (part, out) when `first` (then out is 0 outside the patch). Each output element
     is written by one store that reads `whole` at its own index, so the planner may run it in place over `whole`.
+    The region's bounds are `likely`: lowering partitions the loops there, into plain copies (which gcc turns into
+    block copies) around the patch, instead of a branch per element (MobileNetV2-0.35 int8: 0.3x the instructions).
     """
     from tvm import te
 
@@ -131,7 +133,7 @@ def place_kernel(out_type: TensorType, patch: tuple[int, int, int, int], first: 
 
     def element(i, j, y, x):
         outside = whole[i, j, y, x] if whole is not None else tirx.const(0, out_type.dtype)
-        inside = tirx.all(y0 <= y, y < y1, x0 <= x, x < x1)
+        inside = tirx.all(*(tirx.likely(c) for c in (y0 <= y, y < y1, x0 <= x, x < x1)))
         return tirx.if_then_else(inside, part[i, j, y - y0, x - x0], outside)
 
     out = te.compute(out_type.shape, element, name="placed")
