@@ -256,7 +256,7 @@ def fill_padded_planes(sch: s_tir.Schedule, tile: s_tir.LoopRV) -> None:
 
 def rule(sch: s_tir.Schedule, tir_name: str) -> bool:
     """Schedule rule for `lowering.lower_program`: handles the kernels the reorder-bottleneck pass created."""
-    if not tir_name.startswith(KERNEL_PREFIX) or spec_of(sch.mod["main"]) is None:  # int8: bottleneck_int8.rule
+    if not tir_name.startswith(KERNEL_PREFIX) or spec_of(sch.mod["main"]) is None:  # int8: bottleneck_int8.Rule
         return False
     apply(sch)
     return True

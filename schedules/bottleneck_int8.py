@@ -271,6 +271,3 @@ class Rule:
             return False
         apply(sch, compact=tir_name in self.compact)
         return True
-
-
-rule = Rule()
