@@ -68,16 +68,15 @@ def _requantize(acc: tirx.PrimExpr, multiplier: tirx.PrimExpr, shift: tirx.PrimE
     the product's high word, `((p + 2^(s-1) - 1 + bit) >> 32) >> (s - 32)` with bit = (p >> s) & 1, instead of three
     variable 64-bit shifts (~6 instructions each on a 32-bit core).
     """
-    if known is not None and known[1] == known[2]:  # one shift for every channel: a constant the simplifier folds
-        shift = known[1]
+    if known is not None and known[1] == known[2]:  # one shift for every channel: a constant (TVM folds its arithmetic)
+        shift = _i32(known[1])
     if requant.arithmetic == "tflite":
         scaled = _tflite_scale(acc, multiplier, shift, known)
         return _clamp(scaled + _i32(requant.zero_point), requant.lo, requant.hi, requant.dtype)
     if known is not None and known[1] >= 32:
         # clamped to the shifts `prescaled` gives ([32, 62]): TVM's bound analysis of a shift by an unbounded amount
         # let its simplifier drop the int8 clamp below (wrong outputs)
-        right = (_i32(min(max(shift, 32), 62)) if isinstance(shift, int) else
-                 tirx.max(tirx.min(shift.astype("int32"), _i32(62)), _i32(32))) - _i32(32)
+        right = tirx.max(tirx.min(shift.astype("int32"), _i32(62)), _i32(32)) - _i32(32)
         operand = acc.astype("int32")
         if known[0] < 1 << 30:  # 2 acc m / 2^(s+1): the same value; and with acc << 1 (not acc) under the int64
             # cast, TVM's simplifier does not split the cast over acc + bias (two 64-bit adds and a 64-bit multiply)
@@ -88,7 +87,7 @@ def _requantize(acc: tirx.PrimExpr, multiplier: tirx.PrimExpr, shift: tirx.PrimE
         rounded = ((product + nudge) >> _i64(32)).astype("int32") >> right
         return _clamp(rounded + _i32(requant.zero_point), requant.lo, requant.hi, requant.dtype)
     product = acc.astype("int64") * multiplier.astype("int64")
-    return _clamp(_round_shift(product, _i64(shift) if isinstance(shift, int) else shift.astype("int64")) + _i64(requant.zero_point), requant.lo, requant.hi,
+    return _clamp(_round_shift(product, shift.astype("int64")) + _i64(requant.zero_point), requant.lo, requant.hi,
                   requant.dtype)
 
 
@@ -103,7 +102,7 @@ def prescaled(multiplier: np.ndarray, shift: np.ndarray, arithmetic: str) -> tup
     live = multiplier != 0  # a flushed channel gives 0 whatever its shift
     target = max(32, int(shift[live].max())) if live.any() else 32
     scaled = np.where(live, multiplier.astype(np.int64) << np.maximum(target - shift.astype(np.int64), 0), 0)
-    if np.all(scaled < 1 << 31) and np.all(shift[live] <= target):  # one shift for all: a constant in the epilogue
+    if np.all(scaled < 1 << 31):  # one shift for all: a constant in the epilogue
         return scaled.astype(multiplier.dtype), np.full_like(shift, target)
     up = np.maximum(32 - shift.astype(np.int64), 0)
     scaled = multiplier.astype(np.int64) << up
