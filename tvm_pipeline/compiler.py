@@ -20,6 +20,7 @@ from tvm_pipeline.codegen import c_emitter
 from tvm_pipeline.errors import UserError
 from tvm_pipeline.frontend import LoadedModel, load_model
 from tvm_pipeline.lowering.program import Program
+from tvm_pipeline.planner import live_bytes_per_step
 from tvm_pipeline.passes import fold_qdq, run_passes, stream_input
 from tvm_pipeline.tuning.apply import TunedLowering, lower_tuned
 from tvm_pipeline.tuning.records import SHIPPED_RECORDS_DIR
@@ -141,13 +142,10 @@ def lower_memory_first(fused: tvm.IRModule, board: Board, options: CompileOption
 
 def _bottlenecks_at_peak(program: Program, arena: ArenaPlan) -> frozenset[str]:
     """TIR names of the reordered int8 bottleneck kernels running at a step where the planned live bytes peak."""
-    steps = max((b.last for b in arena.buffers), default=-1) + 1
-    live = [0] * steps
-    for b in arena.buffers:
-        for t in range(b.first, b.last + 1):
-            live[t] += b.size
-    peak = max(live, default=0)
-    kernels = (program.kernels.get(program.steps[arena.layout.order[t]].kernel) for t in range(steps) if live[t] == peak)
+    live = live_bytes_per_step(arena.buffers, len(arena.layout.order))
+    peak = max(live)
+    kernels = (program.kernels.get(program.steps[step].kernel)
+               for step, live_bytes in zip(arena.layout.order, live) if live_bytes == peak)
     return frozenset(k.tir_name for k in kernels if k is not None and k.tir_name.startswith(bottleneck_int8.KERNEL_PREFIX))
 
 

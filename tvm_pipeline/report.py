@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tvm_pipeline.evaluate import model_metadata
+from tvm_pipeline import planner
 from tvm_pipeline.planner import Buffer, Plan, format_timeline
 
 
@@ -14,14 +15,14 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, rows)])
 
 
+def _buffers(memory: dict) -> list[Buffer]:
+    """The planner's buffers of a memory.json."""
+    return [Buffer(b["name"], b["size"], b["first"], b["last"]) for b in memory["buffers"]]
+
+
 def live_bytes_per_step(memory: dict) -> list[int]:
-    """Bytes of buffers live at each step of the execution order."""
-    steps = len(memory["order"])
-    live = [0] * max(steps, 1)
-    for b in memory["buffers"]:
-        for t in range(b["first"], min(b["last"], steps - 1) + 1):
-            live[t] += b["size"]
-    return live
+    """Bytes of buffers live at each step of the execution order (of a memory.json)."""
+    return planner.live_bytes_per_step(_buffers(memory), len(memory["order"]))
 
 
 def plot_timeline(model_dir: Path, png: Path, baseline_dir: Path | None = None) -> Path:
@@ -106,7 +107,7 @@ def memory_report(model_dir: Path) -> str:
     buffer_rows = [[b["name"], b["kind"], f"{b['size']:,}", f"{b['offset']:,}", f"{b['first']}..{b['last']}"]
                    for b in memory["buffers"]]
     lines += [_table(buffer_rows, ["buffer", "kind", "bytes", "offset", "live"]), ""]
-    buffers = [Buffer(b["name"], b["size"], b["first"], b["last"]) for b in memory["buffers"]]
+    buffers = _buffers(memory)
     plan = Plan({b["name"]: b["offset"] for b in memory["buffers"]}, memory["arena_bytes"],
                 memory["lower_bound_bytes"], memory["planner"], memory.get("planner_candidates", {}))
     lines.append(format_timeline(plan, buffers))

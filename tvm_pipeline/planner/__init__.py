@@ -9,7 +9,7 @@ Typical use:
     verify_tensors(graph, order, {t: plan.offsets[s] for t, s in storage_of.items()})
 """
 
-from tvm_pipeline.planner.buffers import Buffer, lower_bound
+from tvm_pipeline.planner.buffers import Buffer, live_bytes_per_step, lower_bound
 from tvm_pipeline.planner.graph import OpGraph, OpNode, live_ranges, liveness
 from tvm_pipeline.planner.order import best_order, peak_bytes
 from tvm_pipeline.planner.plan import ALGORITHMS, Plan, plan_buffers
@@ -25,6 +25,7 @@ __all__ = [
     "best_order",
     "format_timeline",
     "live_ranges",
+    "live_bytes_per_step",
     "liveness",
     "lower_bound",
     "peak_bytes",

@@ -63,6 +63,15 @@ def lower_bound(buffers: Sequence[Buffer], alignment: int) -> int:
     return peak
 
 
+def live_bytes_per_step(buffers: Sequence[Buffer], steps: int) -> list[int]:
+    """Bytes of `buffers` live at each of `steps` steps (a buffer live past the last step counts up to it)."""
+    live = [0] * max(steps, 1)
+    for buffer in buffers:
+        for t in range(buffer.first, min(buffer.last, steps - 1) + 1):
+            live[t] += buffer.size
+    return live
+
+
 def maximal_live_sets(buffers: Sequence[Buffer]) -> list[tuple[int, ...]]:
     """The maximal sets of buffer indices live at a common step (the maximal cliques of the conflicts)."""
     starts = sorted({buffer.first for buffer in buffers})
