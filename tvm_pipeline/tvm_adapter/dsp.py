@@ -24,6 +24,7 @@ and `int32((int64(a) * int64(b) + 2^31) >> 32)` (a TFLite rescale's high half) a
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from tvm import s_tir
 from tvm.script import tirx as T
@@ -108,18 +109,21 @@ def strided_dot4_intrin(dtype: str) -> str:
     registered with TVM on first use. Its helper gathers the 4 bytes into SMLAD's operand pairs itself, so a caller
     that dots one pixel's channels with several weight rows (unrolled) shares the gathering: no copy in memory."""
     name, helper = _STRIDED_DOT4[dtype]
-    if name not in _registered:
-        s_tir.TensorIntrin.register(name, *_strided_dot4_functions(dtype, helper), override=True)
-        _registered.add(name)
-    return name
+    return _register(name, lambda: _strided_dot4_functions(dtype, helper))
 
 
 def dot4_intrin(dtype: str) -> str:
     """The name of the 4-long dot-product tensor intrinsic for `dtype` (int8 or uint8) activations, registered
     with TVM on first use."""
     name, helper = _DOT4[dtype]
+    return _register(name, lambda: _dot4_functions(dtype, helper))
+
+
+def _register(name: str, functions: Callable[[], tuple]) -> str:
+    """Register the (description, implementation) pair `functions()` makes (TVMScript, parsed only then) as tensor
+    intrinsic `name` with TVM, once; returns `name`."""
     if name not in _registered:
-        s_tir.TensorIntrin.register(name, *_dot4_functions(dtype, helper), override=True)
+        s_tir.TensorIntrin.register(name, *functions(), override=True)
         _registered.add(name)
     return name
 
