@@ -73,10 +73,10 @@ def tuned(tmp_path_factory):
     model = root / "conv.onnx"
     _conv_relu_onnx(model)
     board = load_board("stm32f746")
-    ((tir_name, func, budget),) = model_kernels(model, board)
+    ((tir_name, func, budget, read_only),) = model_kernels(model, board)
     # Budgets given by the caller (tune_model derives them from the model): some scratch and some extra stack.
     tuner = KernelTuner(func, tir_name, board, runner=_FaultThenHang(), workers=1, workspace_budget=1024,
-                        stack_budget=256)
+                        stack_budget=256, read_only=read_only)
     record = tuner.tune(TRIALS)
     records = root / "records"
     save_record(records, record)
@@ -92,6 +92,9 @@ def test_search_measures_every_candidate_and_records_failures(tuned):
     assert any("timed out" in r for r in reasons)  # so is the hung one
     assert record.tuned_instructions <= record.untuned_instructions
     assert tuned["budget"] == 0  # one conv: input and output fill the whole arena
+    # measured as compiled: the weight and bias the model passes are const restrict in the kernel's C
+    definition = next(line for line in tuner.untuned.source.splitlines() if line.endswith(") {"))
+    assert tuner.read_only == (1, 2) and definition.count("const float* restrict ") == 2
     assert record.stack_bytes <= record.stack_budget == 256 and record.workspace_bytes <= 1024
 
 
@@ -103,7 +106,7 @@ def test_tuned_kernel_matches_numpy_and_is_not_slower(tuned):
         sch = tvm_adapter.new_schedule(func)
         apply_tuned(sch, record.trace)
         kernel = tvm_adapter.scheduled_func(sch)
-    build = build_kernel(kernel, tuner.symbol, "c", tuned["board"])
+    build = build_kernel(kernel, tuner.symbol, "c", tuned["board"], tuner.read_only)
     assert build.workspace_bytes <= tuner.workspace_budget
     run = run_kernel(build, tuner.inputs, tuned["board"], QemuRunner(), tuned["root"] / "check")
     x, w, b = tuner.inputs

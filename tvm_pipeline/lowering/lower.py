@@ -30,7 +30,7 @@ def _lower_kernel(mod: tvm.IRModule, tir_name: str, rules: list[ScheduleRule], r
                   lowered.inplace_params)
 
 
-def _constant_params(bindings) -> dict[str, tuple[int, ...]]:
+def constant_params(bindings) -> dict[str, tuple[int, ...]]:
     """Per kernel, the parameters that every call of it passes a constant."""
     found: dict[str, set[int]] = {}
     for binding in bindings:
@@ -62,7 +62,7 @@ def lower_program(mod: tvm.IRModule, rules: list[ScheduleRule] | None = None) ->
             constants[name] = value
         return constant_by_digest[digest]
 
-    read_only = _constant_params(main.bindings)
+    read_only = constant_params(main.bindings)
     for binding in main.bindings:
         if not binding.func_name:  # `y = x`: no code, the same storage
             alias[binding.output] = alias.get(binding.args[0], binding.args[0])

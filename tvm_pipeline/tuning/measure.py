@@ -61,11 +61,13 @@ class KernelRun:
     call_depth_bytes: int  # stack in use at the call, less the pad: reset, main and model_run frames
 
 
-def build_kernel(func, symbol: str, codegen: str, board: Board) -> KernelBuild:
-    """Lower a scheduled kernel for `codegen` ("c" or "llvm")."""
+def build_kernel(func, symbol: str, codegen: str, board: Board, read_only: tuple[int, ...] = ()) -> KernelBuild:
+    """Lower a scheduled kernel for `codegen` ("c" or "llvm"). `read_only`: the parameters the model passes
+    constants (declared `const restrict` in C, as `tvmp compile` declares them: gcc then keeps what it loaded from
+    them in registers across stores, so the kernel measures what the model runs)."""
     if codegen not in CODEGENS:
         raise InternalError(f"unknown codegen {codegen!r}; expected one of {CODEGENS}")
-    kernel = tvm_adapter.lower_to_c(func, symbol)
+    kernel = tvm_adapter.lower_to_c(func, symbol, read_only)
     if codegen == "c":
         return KernelBuild(kernel)
     return KernelBuild(kernel, tvm_adapter.build_llvm_object([(func, symbol)], llvm_target(board)))

@@ -33,7 +33,7 @@ from tvm_pipeline.board.boards import Board, load_board
 from tvm_pipeline.board.runner import QemuRunner, Runner
 from tvm_pipeline.compiler import CompileOptions, fused_graph, uses_dsp
 from tvm_pipeline.frontend import load_model
-from tvm_pipeline.lowering.lower import lower_program
+from tvm_pipeline.lowering.lower import constant_params, lower_program
 from tvm_pipeline.tuning.records import TuningRecord, load_record, save_record
 from tvm_pipeline.tuning import allowance as model_allowance
 from tvm_pipeline.tuning.tuner import CANDIDATE_TIMEOUT_S, Baseline, KernelTuner, call_args, measure_untuned
@@ -47,8 +47,8 @@ def fixed_rules(board: Board, codegen: str = "c") -> list:
 
 def model_kernels(model_path: Path, board: Board, input_shapes: dict | None = None,
                   disabled_passes: frozenset[str] = frozenset(), codegen: str = "c"):
-    """(tir_name, PrimFunc, workspace budget) of each distinct tunable kernel of the model, as `tvmp compile` lowers
-    them (kernels a fixed rule schedules, such as reordered bottlenecks and in-place depthwise convs, are left out).
+    """(tir_name, PrimFunc, workspace budget, read-only parameters) of each distinct tunable kernel of the model, as
+    `tvmp compile` lowers them (kernels a fixed rule schedules, such as reordered bottlenecks and in-place depthwise convs, are left out).
 
     The budget is the scratch a kernel may use without growing the untuned plan's arena: the arena size minus the
     bytes of the tensors live at its call (the fewest free bytes over all its calls), rounded down to the alignment.
@@ -84,7 +84,8 @@ def _untuned_model(model_path: Path, board: Board, input_shapes: dict | None = N
         budgets[tir_name] = min(budgets.get(tir_name, free), free)
     fixed = {n for n in budgets if any(rule(tvm_adapter.new_schedule(tvm_adapter.prim_func(fused, n)), n)
                                        for rule in rules)}
-    kernels = [(name, tvm_adapter.prim_func(fused, name), budget) for name, budget in budgets.items()
+    read_only = constant_params(tvm_adapter.main_bindings(fused).bindings)
+    kernels = [(name, tvm_adapter.prim_func(fused, name), budget, read_only[name]) for name, budget in budgets.items()
                if name not in fixed]
     widest = max((call_args(k) for k in program.kernels.values()), default=0)
     return kernels, widest, model_allowance.model_digest(fused)
@@ -103,12 +104,14 @@ class _Job:
     workspace_budget: int
     call_args_budget: int
     out_dir: Path
+    read_only: tuple[int, ...]  # parameters the model passes constants
 
 
 def _measure(job: _Job, runner: Runner | None) -> Baseline:
     with tempfile.TemporaryDirectory(prefix="tvmp-untuned-") as folder:
         return measure_untuned(job.func, job.tir_name, load_board(job.board), job.codegen,
-                               runner or QemuRunner(timeout_s=CANDIDATE_TIMEOUT_S), Path(folder), job.seed)
+                               runner or QemuRunner(timeout_s=CANDIDATE_TIMEOUT_S), Path(folder), job.seed,
+                               job.read_only)
 
 
 def _tune(job: _Job, baseline: Baseline, stack_budget: int, threads: int = 1,
@@ -117,7 +120,8 @@ def _tune(job: _Job, baseline: Baseline, stack_budget: int, threads: int = 1,
     Module level, so that a spawned worker process can run it."""
     tuner = KernelTuner(job.func, job.tir_name, load_board(job.board), runner=runner, workers=threads,
                         codegen=job.codegen, seed=job.seed, workspace_budget=job.workspace_budget,
-                        stack_budget=stack_budget, call_args_budget=job.call_args_budget, baseline=baseline)
+                        stack_budget=stack_budget, call_args_budget=job.call_args_budget, baseline=baseline,
+                        read_only=job.read_only)
     record = tuner.tune(job.trials)
     save_record(job.out_dir, record)
     return record
@@ -169,14 +173,15 @@ def tune_model(model_path: Path, board_name: str, trials: int, out_dir: Path, wo
     records: dict[str, TuningRecord] = {}
     jobs: dict[str, _Job] = {}
     queued: set[str] = set()
-    keys = [tuning_adapter.kernel_key(func) for _, func, _ in kernels]
-    for key, (tir_name, func, budget) in zip(keys, kernels):
+    keys = [tuning_adapter.kernel_key(func) for _, func, _, _ in kernels]
+    for key, (tir_name, func, budget, read_only) in zip(keys, kernels):
         record = load_record(out_dir, board.name, codegen, key)
         if record is not None and record.untuned_stack_bytes is not None:  # older records lack the kernel stack
             records[key] = record
         elif key not in queued:  # the same kernel under another name is tuned once
             queued.add(key)
-            jobs[tir_name] = _Job(func, tir_name, board.name, codegen, trials, seed, budget, widest, out_dir)
+            jobs[tir_name] = _Job(func, tir_name, board.name, codegen, trials, seed, budget, widest, out_dir,
+                                  read_only)
     order = {key: i for i, key in enumerate(keys)}
     allowance = model_allowance.load_allowance(out_dir, board.name, codegen, digest)
     if not jobs and allowance is not None:  # everything was done by an earlier run

@@ -97,10 +97,11 @@ class Baseline:
 
 
 def measure_untuned(func, tir_name: str, board: Board, codegen: str, runner: Runner, folder: Path,
-                    seed: int = 0) -> Baseline:
-    """Measures the default-scheduled kernel in `codegen` (and in C for the reference, if that is another)."""
+                    seed: int = 0, read_only: tuple[int, ...] = ()) -> Baseline:
+    """Measures the default-scheduled kernel in `codegen` (and in C for the reference, if that is another);
+    `read_only` as `measure.build_kernel`."""
     symbol, scheduled = kernel_symbol(tir_name), untuned_func(func)
-    build = build_kernel(scheduled, symbol, codegen, board)
+    build = build_kernel(scheduled, symbol, codegen, board, read_only)
     inputs = kernel_inputs(build.kernel.params, seed)
     run = run_kernel(build, inputs, board, runner, folder / f"untuned-{codegen}")
     reference = run.output
@@ -115,15 +116,17 @@ class KernelTuner:
     def __init__(self, func, tir_name: str, board: Board, runner: Runner | None = None, workers: int = 2,
                  codegen: str = "c", seed: int = 0, workspace_budget: int | None = None,
                  stack_budget: int | None = None, call_args_budget: int | None = None,
-                 baseline: Baseline | None = None) -> None:
+                 baseline: Baseline | None = None, read_only: tuple[int, ...] = ()) -> None:
         self.func, self.tir_name, self.board, self.codegen, self.seed = func, tir_name, board, codegen, seed
+        self.read_only = read_only  # parameters the model passes constants (see measure.build_kernel)
         self.symbol = kernel_symbol(tir_name)
         self.runner = runner or QemuRunner(timeout_s=CANDIDATE_TIMEOUT_S)
         self.workers = workers
         self.trials: list[Trial] = []
         self._stack: dict[int, int] = {}  # candidate index -> measured kernel stack, for candidates that passed
         self._dir = Path(tempfile.mkdtemp(prefix="tvmp-tune-"))
-        self.baseline = baseline or measure_untuned(func, tir_name, board, codegen, self.runner, self._dir, seed)
+        self.baseline = baseline or measure_untuned(func, tir_name, board, codegen, self.runner, self._dir, seed,
+                                                      read_only)
         self.untuned = self.baseline.build.kernel
         self.inputs = self.baseline.inputs
         self.workspace_budget = max(workspace_budget or 0, self.untuned.workspace_bytes)
@@ -133,7 +136,7 @@ class KernelTuner:
 
     def lower(self, func, symbol: str) -> KernelBuild:
         """A scheduled candidate -> what the board runs (the callback MetaSchedule's builder calls)."""
-        return build_kernel(func, symbol, self.codegen, self.board)
+        return build_kernel(func, symbol, self.codegen, self.board, self.read_only)
 
     def _check(self, candidate: tuning_adapter.Candidate) -> int | str:
         if candidate.kernel is None:
