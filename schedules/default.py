@@ -38,6 +38,13 @@ def _inline_injective(sch: s_tir.Schedule, keep: tuple[str, ...] = ()) -> None:
                 continue
 
 
+def loops_below(sch: s_tir.Schedule, block: str, loop: s_tir.LoopRV) -> list[s_tir.LoopRV]:
+    """The loops of `block` nested inside `loop` (for rules that unroll what they computed at `loop`)."""
+    loops = sch.get_loops(sch.get_sblock(block))
+    index = next(i for i, lp in enumerate(loops) if sch.get(lp).same_as(sch.get(loop)))
+    return loops[index + 1:]
+
+
 def _leading_spatial_loops(sch: s_tir.Schedule, block: s_tir.SBlockRV) -> int:
     iter_vars = sch.get(block).iter_vars
     spatial = 0

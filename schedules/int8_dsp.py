@@ -117,16 +117,9 @@ def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None) -> None:
             sch.unroll(sch.split(k_outer, [None, factor])[1])
             break
     epilogues = ("conv_requantize", "requantize") if info.residual is not None else ("requantize",)
-    for loop in (o_inner, p_inner, *(lp for name in epilogues for lp in _below(sch, name, o_outer)),
-                 *_below(sch, "acc_init", o_outer)):
+    for loop in (o_inner, p_inner, *(lp for name in epilogues for lp in default.loops_below(sch, name, o_outer)),
+                 *default.loops_below(sch, "acc_init", o_outer)):
         sch.unroll(loop)  # accumulators (and the conv's values) indexed by constants stay in registers
-
-
-def _below(sch: s_tir.Schedule, block: str, loop: s_tir.LoopRV) -> list[s_tir.LoopRV]:
-    """The loops of `block` nested inside `loop`."""
-    loops = sch.get_loops(sch.get_sblock(block))
-    index = next(i for i, lp in enumerate(loops) if sch.get(lp).same_as(sch.get(loop)))
-    return loops[index + 1:]
 
 
 def rule(sch: s_tir.Schedule, tir_name: str) -> bool:

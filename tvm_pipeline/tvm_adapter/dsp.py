@@ -9,6 +9,11 @@ accumulated into an int32:
 `strided_dot4_intrin(dtype)` is the same product over activations a stride apart (`a[k * stride]`: one pixel's
 channels in an NCHW tensor), as `tvmp_dot4_strided_s8(&a[0], stride, &w[0], acc)`.
 
+`row3x2_intrin(dtype)` is one row of a 3-wide depthwise window under two neighbouring output pixels (stride 1):
+
+    for p in 0..2, r in 0..3:  acc[p] += int32(a[p + r]) * int32(w[r])
+    ->                         tvmp_row3x2_s8(&a[0], &w[0], &acc[0])   (one word load, 2 SXTB16, 2 SMLAD, 2 SMLAxy)
+
 On a core with the DSP extension (Cortex-M4, M7, M33, M55: gcc defines __ARM_FEATURE_DSP) the helper loads each
 operand's four bytes as one word, widens them to two pairs of int16 with SXTB16 (UXTB16 for uint8) and accumulates
 both pairs with two SMLADs: 8 instructions for 4 MACs, and neighbours in a register block share the loads and
@@ -39,6 +44,9 @@ _WIDEN = {"tvmp_dot4_s8": ("sxtb16", "int8_t"), "tvmp_dot4_u8": ("uxtb16", "uint
 #: The same for activations a stride apart.
 _STRIDED_DOT4 = {"int8": ("tvmp.dot4_strided_s8s8", "tvmp_dot4_strided_s8"),
                  "uint8": ("tvmp.dot4_strided_u8s8", "tvmp_dot4_strided_u8")}
+
+#: ... and for one 3-wide depthwise row under two output pixels.
+_ROW3X2 = {"int8": ("tvmp.row3x2_s8s8", "tvmp_row3x2_s8"), "uint8": ("tvmp.row3x2_u8s8", "tvmp_row3x2_u8")}
 
 _registered: set[str] = set()
 
@@ -102,6 +110,43 @@ def _strided_dot4_functions(dtype: str, helper: str):
             C[0] = T.call_extern("int32", helper, A.access_ptr("r"), T.Cast("int32", s0), W.access_ptr("r"), C[0])
 
     return desc, impl
+
+
+def _row3x2_functions(dtype: str, helper: str):
+    """(description, implementation) PrimFuncs of one 3-tap row under 2 output pixels a column apart."""
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, w: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (4,), dtype, offset_factor=1)
+        W = T.match_buffer(w, (3,), "int8", offset_factor=1)
+        C = T.match_buffer(c, (2,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:2], A[0:4], W[0:3])
+            T.writes(C[0:2])
+            for p, r in T.grid(2, 3):
+                with T.sblock("update"):
+                    vp, vr = T.axis.remap("SR", [p, r])
+                    C[vp] = C[vp] + T.Cast("int32", A[vp + vr]) * T.Cast("int32", W[vr])
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, w: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (4,), dtype, offset_factor=1)
+        W = T.match_buffer(w, (3,), "int8", offset_factor=1)
+        C = T.match_buffer(c, (2,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:2], A[0:4], W[0:3])
+            T.writes(C[0:2])
+            T.evaluate(T.call_extern("void", helper, A.access_ptr("r"), W.access_ptr("r"), C.access_ptr("rw")))
+
+    return desc, impl
+
+
+def row3x2_intrin(dtype: str) -> str:
+    """The name of the tensor intrinsic for one 3-tap depthwise row under two output pixels (`dtype`: int8 or
+    uint8 activations), registered with TVM on first use. The helper builds the weight pair (w0, w2) from the row's
+    bytes: a kernel that unrolls its window rows keeps them in registers across its pixel loop."""
+    name, helper = _ROW3X2[dtype]
+    return _register(name, lambda: _row3x2_functions(dtype, helper))
 
 
 def strided_dot4_intrin(dtype: str) -> str:
@@ -184,6 +229,35 @@ static inline int32_t {helper}(const {a_type}* a, int32_t s, const int8_t* w, in
 """
 
 
+def _row3x2_helper_source(helper: str) -> str:
+    widen, a_type = ("uxtb16", "uint8_t") if helper.endswith("u8") else ("sxtb16", "int8_t")
+    guard = helper.upper()
+    return f"""#ifndef {guard}
+#define {guard}
+#include <string.h>
+#if defined(__ARM_FEATURE_DSP)
+#include <arm_acle.h>
+#endif
+/* acc[0] += a[0]*w[0] + a[1]*w[1] + a[2]*w[2];  acc[1] += a[1]*w[0] + a[2]*w[1] + a[3]*w[2]  (tvm_adapter/dsp.py) */
+static inline void {helper}(const {a_type}* a, const int8_t* w, int32_t* acc) {{
+#if defined(__ARM_FEATURE_DSP)
+  uint32_t x, x13;
+  memcpy(&x, a, 4);  /* a[0..3]: one (unaligned) word load */
+  __asm__("{widen} %0, %1, ror #8" : "=r"(x13) : "r"(x));  /* (a1, a3) */
+  uint32_t x02 = __{widen}(x);  /* (a0, a2) */
+  uint32_t w02 = ((uint32_t)(int32_t)w[0] & 0xFFFFu) | ((uint32_t)(int32_t)w[2] << 16);
+  int32_t w1 = w[1];
+  acc[0] = __smlabb((int32_t)x13, w1, __smlad(x02, w02, acc[0]));  /* a0*w0 + a2*w2, then a1*w1 */
+  acc[1] = __smlatb((int32_t)x02, w1, __smlad(x13, w02, acc[1]));  /* a1*w0 + a3*w2, then a2*w1 */
+#else
+  acc[0] += a[0] * w[0] + a[1] * w[1] + a[2] * w[2];
+  acc[1] += a[1] * w[0] + a[2] * w[1] + a[3] * w[2];
+#endif
+}}
+#endif
+"""
+
+
 def _saturate_source(helper: str) -> str:
     signed = helper == "tvmp_ssat8"
     guard, instruction, lo, hi = helper.upper(), "__ssat" if signed else "__usat", -128 if signed else 0, \
@@ -225,6 +299,7 @@ static inline int32_t {helper}(int32_t a, int32_t b) {{
 #: The C helpers kernels may call, by name.
 _HELPERS = {"tvmp_dot4_s8": _helper_source, "tvmp_dot4_u8": _helper_source,
             "tvmp_dot4_strided_s8": _strided_helper_source, "tvmp_dot4_strided_u8": _strided_helper_source,
+            "tvmp_row3x2_s8": _row3x2_helper_source, "tvmp_row3x2_u8": _row3x2_helper_source,
             "tvmp_ssat8": _saturate_source,
             "tvmp_usat8": _saturate_source, "tvmp_smmulr": _smmulr_source}
 

@@ -1,0 +1,85 @@
+"""The DSP schedule of int8 3x3 depthwise convs (schedules/depthwise_dsp.py): a window row under two pixels a call,
+checked exactly against the NumPy integer reference on the emulated Cortex-M7 (SMLAD) and Cortex-M0 (the helper's
+plain C), its TIR after scheduling, and the in-place property it keeps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from schedules import depthwise_dsp, depthwise_inplace, pattern_rules
+from schedules import int8 as int8_kernels
+from tvm_pipeline import tvm_adapter
+from tvm_pipeline.board.boards import load_board
+from tvm_pipeline.board.runner import QemuRunner
+from tvm_pipeline.int8_ops import Fold, QConv2d, Requant, Source
+from tvm_pipeline.tuning.measure import build_kernel, run_kernel
+from tvm_pipeline.tvm_adapter import TensorType
+
+
+def _depthwise(rng, channels: int, strides=(1, 1), padding=(1, 1, 1, 1), dtype: str = "int8",
+               tflite: bool = False) -> QConv2d:
+    weight = rng.integers(-127, 128, (channels, 1, 3, 3)).astype(np.int8)
+    reals = rng.uniform(2e-4, 2e-3, channels)
+    lo, hi, zero_point = (0, 255, 3) if dtype == "uint8" else (-128, 127, -5)
+    requant = (Requant.from_tflite_scale(reals, zero_point, lo, hi, dtype) if tflite
+               else Requant.from_scale(reals, zero_point, lo, hi, dtype))
+    return QConv2d(weight, rng.integers(-5000, 5000, channels).astype(np.int32), 7 if dtype == "uint8" else -3,
+                   strides, padding, (1, 1), channels, requant, None)
+
+
+def _kernel(conv: QConv2d, x: np.ndarray):
+    reference = conv.reference(x)
+    func, constants = int8_kernels.kernel(Fold("y", conv, (Source("x0"),)), [TensorType(x.shape, str(x.dtype))],
+                                          TensorType(reference.shape, str(reference.dtype)))
+    return func, [x, *constants], reference
+
+
+CASES = {  # name: (_depthwise arguments, input (C, H, W), board)
+    "pad 1, onnxruntime arithmetic": (dict(channels=6), (6, 8, 10), "stm32f746"),
+    "TFLite arithmetic, rows strided by 2": (dict(channels=4, strides=(2, 1), tflite=True), (4, 9, 6), "stm32f746"),
+    "asymmetric padding (TF SAME)": (dict(channels=3, padding=(0, 0, 1, 1)), (3, 7, 7), "stm32f746"),
+    "uint8 activations": (dict(channels=5, dtype="uint8"), (5, 6, 4), "stm32f746"),
+    "Cortex-M0: the helper's plain C": (dict(channels=4, tflite=True), (4, 6, 6), "cortex-m0"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_depthwise_dsp_equals_the_numpy_reference_on_the_board(name, tmp_path):
+    args, (c, h, w), board = CASES[name]
+    rng = np.random.default_rng(len(name))
+    conv = _depthwise(rng, **args)
+    dtype = args.get("dtype", "int8")
+    x = rng.integers(*((0, 256) if dtype == "uint8" else (-128, 128)), (1, c, h, w)).astype(dtype)
+    func, inputs, reference = _kernel(conv, x)
+    assert depthwise_dsp.applies(func)
+    sch = tvm_adapter.new_schedule(func)
+    depthwise_dsp.apply(sch)
+    build = build_kernel(tvm_adapter.scheduled_func(sch), "dw", "c", load_board(board))
+    assert "tvmp_row3x2_" in build.kernel.source
+    run = run_kernel(build, inputs, load_board(board), QemuRunner(timeout_s=60), tmp_path)
+    assert np.array_equal(run.output.reshape(reference.shape), reference)  # exact: integer sums in another order
+
+
+def test_depthwise_dsp_tir_workspace_and_in_place():
+    func, _, _ = _kernel(_depthwise(np.random.default_rng(0), 8), np.zeros((1, 8, 12, 12), np.int8))
+    sch = tvm_adapter.new_schedule(func)
+    depthwise_dsp.apply(sch)
+    after = tvm_adapter.scheduled_func(sch).script()
+    # the padded plane is filled under the channel loop, each window row of a pixel pair is one helper call
+    assert after.count('T.call_extern("void", "tvmp_row3x2_s8"') == 1 and 'sblock("pad")' in after
+    lowered = tvm_adapter.lower_to_c(tvm_adapter.scheduled_func(sch), "dw")
+    assert lowered.workspace_bytes == (12 + 2) * (12 + 2) + 12  # one padded plane (196 B), 16-byte aligned
+    assert lowered.inplace_params == (0,)  # the output may still be written over the input, plane by plane
+
+
+def test_depthwise_dsp_leaves_odd_widths_and_strided_columns_to_depthwise_inplace():
+    rng = np.random.default_rng(1)
+    odd, _, _ = _kernel(_depthwise(rng, 4), np.zeros((1, 4, 6, 7), np.int8))
+    strided, _, _ = _kernel(_depthwise(rng, 4, strides=(2, 2)), np.zeros((1, 4, 8, 8), np.int8))
+    for func in (odd, strided):
+        assert not depthwise_dsp.applies(func)
+        assert depthwise_inplace.rule(tvm_adapter.new_schedule(func), "dw")
+    rules = pattern_rules(dsp=True)
+    assert rules.index(depthwise_dsp.rule) < rules.index(depthwise_inplace.rule)
+    assert depthwise_dsp.rule not in pattern_rules(dsp=False)
