@@ -21,3 +21,12 @@ def pattern_rules(inplace_depthwise: bool = True, dsp: bool = False,
 
     depthwise = [*([depthwise_dsp.rule] if dsp else []), depthwise_inplace.rule] if inplace_depthwise else []
     return [bottleneck.rule, bottleneck_int8.Rule(compact_bottlenecks), *([int8_dsp.rule] if dsp else []), *depthwise]
+
+
+def tunable_rules() -> dict[str, object]:
+    """Pattern rules whose schedule has settings `tvmp tune` measures on the board, by name: each module has
+    `rule`, `applies(func)`, `knob_space(func) -> [settings]` and `apply(sch, **settings)`. A tuning record names
+    the module and the settings it chose."""
+    from schedules import int8_dsp
+
+    return {"int8_dsp": int8_dsp}

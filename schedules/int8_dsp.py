@@ -36,6 +36,9 @@ from tvm_pipeline.tvm_adapter import dsp
 BLOCK = (2, 2)
 #: ... and when it does not (an odd pixel count): each col word serves 4 channels.
 BLOCK_SINGLE_PIXEL = (4, 1)
+#: The register blocks `tvmp tune` measures on the board (the best depends on K, the row width and the channel
+#: count: on VWW's int8 1x1 convs (1, 4), (2, 3) and (4, 1) each won somewhere, by up to 0.88x the instructions).
+TUNABLE_BLOCKS = ((2, 2), (4, 1), (2, 3), (1, 4), (2, 4), (4, 2), (3, 2))
 
 
 def applies(func) -> bool:
@@ -62,6 +65,16 @@ def _reads_output_through_view(func) -> bool:
 
 def _read_index(sch: s_tir.Schedule, block: s_tir.SBlockRV, name: str) -> int:
     return [region.source.name for region in sch.get(block).reads].index(name)
+
+
+def knob_space(func) -> list[dict]:
+    """The settings of `apply` that `tvmp tune` measures for kernel `func`: each register block (channels, pixels)
+    that divides the output channels and the row width (another would run as a smaller block), the default first."""
+    out_c = ConvInfo.of(func).weight_shape[0]
+    ow = int(func.params[-1].ty.shape[3])
+    default_block = BLOCK if ow % BLOCK[1] == 0 else BLOCK_SINGLE_PIXEL
+    blocks = dict.fromkeys(b for b in (default_block, *TUNABLE_BLOCKS) if out_c % b[0] == 0 and ow % b[1] == 0)
+    return [{"block": list(b)} for b in blocks]
 
 
 def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None) -> None:

@@ -73,7 +73,8 @@ def tuned(tmp_path_factory):
     model = root / "conv.onnx"
     _conv_relu_onnx(model)
     board = load_board("stm32f746")
-    ((tir_name, func, budget, read_only),) = model_kernels(model, board)
+    (kernel,) = model_kernels(model, board)
+    tir_name, func, budget, read_only = kernel.tir_name, kernel.func, kernel.workspace_budget, kernel.read_only
     # Budgets given by the caller (tune_model derives them from the model): some scratch and some extra stack.
     tuner = KernelTuner(func, tir_name, board, runner=_FaultThenHang(), workers=1, workspace_budget=1024,
                         stack_budget=256, read_only=read_only)

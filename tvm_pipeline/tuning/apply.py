@@ -1,7 +1,8 @@
 """`lower_tuned`: lower a fused model with its tuning records applied, never growing memory; build its kernels for
 the chosen code generator.
 
-    lower with [fixed rules..., RecordRule]      (each kernel's scheduled PrimFunc is kept, for the LLVM build)
+    lower with [tuned settings of pattern rules, pattern rules..., MetaSchedule records]
+                                                 (each kernel's scheduled PrimFunc is kept, for the LLVM build)
     -> records deeper in stack than the model's peak pays for (`rule.RecordRule.stack_cap`), or with more call
        arguments than the widest untuned call (a new stacked argument)?    lower again without them
     -> arena larger than with no records?                                 lower again with no records
@@ -55,7 +56,7 @@ class TunedLowering:
 
 
 def _lower(fused: tvm.IRModule, rules: list[ScheduleRule], record_rule: RecordRule | None):
-    keep = _KeepScheduled([*rules, record_rule] if record_rule else list(rules))
+    keep = _KeepScheduled([record_rule.apply_settings, *rules, record_rule] if record_rule else list(rules))
     return lower_program(fused, rules=[keep]), keep
 
 

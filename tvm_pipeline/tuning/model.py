@@ -26,7 +26,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from schedules import pattern_rules
+from schedules import pattern_rules, tunable_rules
 from tvm_pipeline import tuning_adapter, tvm_adapter
 from tvm_pipeline.arena import plan_arena
 from tvm_pipeline.board.boards import Board, load_board
@@ -45,10 +45,22 @@ def fixed_rules(board: Board, codegen: str = "c") -> list:
     return pattern_rules(dsp=uses_dsp(board, codegen))
 
 
+@dataclass(frozen=True)
+class TunableKernel:
+    """One distinct kernel of a model that `tvmp tune` tunes, as `tvmp compile` lowers it."""
+
+    tir_name: str
+    func: object  # the fused PrimFunc
+    workspace_budget: int  # the most scratch a tuned schedule may take (see `model_kernels`)
+    read_only: tuple[int, ...]  # parameters the model passes constants
+    rule: str | None  # the tunable pattern rule that schedules it (`schedules.tunable_rules`), None: MetaSchedule
+
+
 def model_kernels(model_path: Path, board: Board, input_shapes: dict | None = None,
-                  disabled_passes: frozenset[str] = frozenset(), codegen: str = "c"):
-    """(tir_name, PrimFunc, workspace budget, read-only parameters) of each distinct tunable kernel of the model, as
-    `tvmp compile` lowers them (kernels a fixed rule schedules, such as reordered bottlenecks and in-place depthwise convs, are left out).
+                  disabled_passes: frozenset[str] = frozenset(), codegen: str = "c") -> list[TunableKernel]:
+    """Each distinct tunable kernel of the model, as `tvmp compile` lowers it: those no pattern rule takes (searched
+    by MetaSchedule) and those a tunable pattern rule takes (its settings measured); kernels other pattern rules
+    schedule, such as reordered bottlenecks and in-place depthwise convs, are left out.
 
     The budget is the scratch a kernel may use without growing the untuned plan's arena: the arena size minus the
     bytes of the tensors live at its call (the fewest free bytes over all its calls), rounded down to the alignment.
@@ -82,11 +94,14 @@ def _untuned_model(model_path: Path, board: Board, input_shapes: dict | None = N
         free = max((layout.arena_bytes - live) // board.buffer_alignment * board.buffer_alignment, 0)
         tir_name = program.kernels[step.kernel].tir_name
         budgets[tir_name] = min(budgets.get(tir_name, free), free)
-    fixed = {n for n in budgets if any(rule(tvm_adapter.new_schedule(tvm_adapter.prim_func(fused, n)), n)
-                                       for rule in rules)}
     read_only = constant_params(tvm_adapter.main_bindings(fused).bindings)
-    kernels = [(name, tvm_adapter.prim_func(fused, name), budget, read_only[name]) for name, budget in budgets.items()
-               if name not in fixed]
+    kernels = []
+    for name, budget in budgets.items():
+        func = tvm_adapter.prim_func(fused, name)
+        taker = next((rule for rule in rules if rule(tvm_adapter.new_schedule(func), name)), None)
+        tunable = next((n for n, module in tunable_rules().items() if module.rule is taker), None)
+        if taker is None or tunable is not None:
+            kernels.append(TunableKernel(name, func, budget, read_only[name], tunable))
     widest = max((call_args(k) for k in program.kernels.values()), default=0)
     return kernels, widest, model_allowance.model_digest(fused)
 
@@ -105,13 +120,14 @@ class _Job:
     call_args_budget: int
     out_dir: Path
     read_only: tuple[int, ...]  # parameters the model passes constants
+    rule: str | None  # see TunableKernel
 
 
 def _measure(job: _Job, runner: Runner | None) -> Baseline:
     with tempfile.TemporaryDirectory(prefix="tvmp-untuned-") as folder:
         return measure_untuned(job.func, job.tir_name, load_board(job.board), job.codegen,
                                runner or QemuRunner(timeout_s=CANDIDATE_TIMEOUT_S), Path(folder), job.seed,
-                               job.read_only)
+                               job.read_only, job.rule)
 
 
 def _tune(job: _Job, baseline: Baseline, stack_budget: int, threads: int = 1,
@@ -121,7 +137,7 @@ def _tune(job: _Job, baseline: Baseline, stack_budget: int, threads: int = 1,
     tuner = KernelTuner(job.func, job.tir_name, load_board(job.board), runner=runner, workers=threads,
                         codegen=job.codegen, seed=job.seed, workspace_budget=job.workspace_budget,
                         stack_budget=stack_budget, call_args_budget=job.call_args_budget, baseline=baseline,
-                        read_only=job.read_only)
+                        read_only=job.read_only, rule=job.rule)
     record = tuner.tune(job.trials)
     save_record(job.out_dir, record)
     return record
@@ -173,15 +189,15 @@ def tune_model(model_path: Path, board_name: str, trials: int, out_dir: Path, wo
     records: dict[str, TuningRecord] = {}
     jobs: dict[str, _Job] = {}
     queued: set[str] = set()
-    keys = [tuning_adapter.kernel_key(func) for _, func, _, _ in kernels]
-    for key, (tir_name, func, budget, read_only) in zip(keys, kernels):
+    keys = [tuning_adapter.kernel_key(k.func) for k in kernels]
+    for key, kernel in zip(keys, kernels):
         record = load_record(out_dir, board.name, codegen, key)
         if record is not None and record.untuned_stack_bytes is not None:  # older records lack the kernel stack
             records[key] = record
         elif key not in queued:  # the same kernel under another name is tuned once
             queued.add(key)
-            jobs[tir_name] = _Job(func, tir_name, board.name, codegen, trials, seed, budget, widest, out_dir,
-                                  read_only)
+            jobs[kernel.tir_name] = _Job(kernel.func, kernel.tir_name, board.name, codegen, trials, seed,
+                                         kernel.workspace_budget, widest, out_dir, kernel.read_only, kernel.rule)
     order = {key: i for i, key in enumerate(keys)}
     allowance = model_allowance.load_allowance(out_dir, board.name, codegen, digest)
     if not jobs and allowance is not None:  # everything was done by an earlier run
@@ -213,13 +229,17 @@ def tune_model(model_path: Path, board_name: str, trials: int, out_dir: Path, wo
 
 
 def format_records(records: list[TuningRecord]) -> str:
-    """A table: kernel, instructions untuned -> tuned, speedup, kernel stack, failed candidates."""
-    rows = [f"{'kernel':<44}{'untuned':>12}{'tuned':>12}{'speedup':>9}{'stack B':>12}{'failed':>10}"]
+    """A table: kernel, instructions untuned -> tuned, speedup, kernel stack, failed candidates, what was searched
+    (MetaSchedule, or a pattern rule's settings) and what was chosen."""
+    rows = [f"{'kernel':<36}{'untuned':>12}{'tuned':>12}{'speedup':>9}{'stack B':>12}{'failed':>10}  schedule"]
     for r in records:
         stack = f"{r.untuned_stack_bytes}->{r.stack_bytes}"
-        rows.append(f"{r.tir_name[:43]:<44}{r.untuned_instructions:>12,}{r.tuned_instructions:>12,}"
-                    f"{r.speedup:>8.2f}x{stack:>12}{len(r.failed):>6}/{r.trials}")
+        chosen = r.knobs if r.rule else r.trace
+        how = f"{r.rule or 'MetaSchedule'}: " + (
+            "defaults" if chosen is None else ", ".join(f"{k}={v}" for k, v in r.knobs.items()) if r.rule else "trace")
+        rows.append(f"{r.tir_name[:35]:<36}{r.untuned_instructions:>12,}{r.tuned_instructions:>12,}"
+                    f"{r.speedup:>8.2f}x{stack:>12}{len(r.failed):>6}/{r.trials}  {how}")
     total_u = sum(r.untuned_instructions for r in records)
     total_t = sum(r.tuned_instructions for r in records)
-    rows.append(f"{'total (one call each)':<44}{total_u:>12,}{total_t:>12,}{total_u / max(total_t, 1):>8.2f}x")
+    rows.append(f"{'total (one call each)':<36}{total_u:>12,}{total_t:>12,}{total_u / max(total_t, 1):>8.2f}x")
     return "\n".join(rows)

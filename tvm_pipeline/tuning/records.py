@@ -28,7 +28,7 @@ class TuningRecord:
     tuned_instructions: int  # == untuned_instructions when no candidate was better
     untuned_workspace_bytes: int
     workspace_bytes: int
-    trace: list | None  # MetaSchedule trace as JSON; None: keep the untuned schedule
+    trace: list | None  # MetaSchedule trace as JSON; None: keep the untuned schedule (or `knobs`, below)
     workspace_budget: int = 0  # the most scratch the tuned schedule was allowed (free arena bytes at its steps)
     failed: list[dict] = field(default_factory=list)  # {"index", "reason"} per failed or rejected candidate
     # Stack the kernel call itself uses on the board (see `measure`), untuned and tuned, and the most it was allowed:
@@ -37,6 +37,10 @@ class TuningRecord:
     untuned_stack_bytes: int | None = None
     stack_bytes: int | None = None
     stack_budget: int | None = None
+    # A kernel a tunable pattern rule schedules (`schedules.tunable_rules`) is tuned by measuring that rule's settings
+    # instead of a MetaSchedule search: the rule's name, and the settings chosen (None: keep the rule's defaults).
+    rule: str | None = None
+    knobs: dict | None = None
 
     @property
     def speedup(self) -> float:

@@ -1,7 +1,8 @@
 """A schedule rule (see `lowering.lower.ScheduleRule`) that applies a matching tuning record to a kernel.
 
-The record is found by the kernel's structural key, the board and the code generator. It is tried on a copy of the
-schedule first, so a record that no longer replays (a TVM upgrade changed a block name) falls back to the default
+The record is found by the kernel's structural key, the board and the code generator: a MetaSchedule trace (for a
+kernel no pattern rule takes: `__call__`, after the pattern rules) or the settings of a tunable pattern rule
+(`apply_settings`, before them). It is tried on a copy of the schedule first, so a record that no longer replays (a TVM upgrade changed a block name) falls back to the default
 schedule instead of leaving a half-applied one.
 
 Records never raise memory:
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from schedules import tunable_rules
 from tvm_pipeline import tuning_adapter, tvm_adapter
 from tvm_pipeline.tuning.records import TuningRecord, load_record
 from tvm_pipeline.tuning.tuner import apply_tuned
@@ -38,20 +40,40 @@ class RecordRule:
         self.applied: dict[str, TuningRecord] = {}
 
     def __call__(self, sch, tir_name: str) -> bool:
+        """Apply a MetaSchedule record (after the pattern rules: for kernels none of them took)."""
+        record = self._usable(sch, tir_name)
+        if record is None or record.trace is None:
+            return False
+        return self._apply(sch, tir_name, record, lambda s: apply_tuned(s, record.trace))
+
+    def apply_settings(self, sch, tir_name: str) -> bool:
+        """Apply a record of a tunable pattern rule's settings (before the pattern rules, which would otherwise
+        take the kernel with their defaults)."""
+        record = self._usable(sch, tir_name)
+        module = tunable_rules().get(record.rule) if record is not None and record.knobs else None
+        if module is None or not module.applies(tvm_adapter.scheduled_func(sch)):
+            return False
+        return self._apply(sch, tir_name, record, lambda s: module.apply(s, **record.knobs))
+
+    def _usable(self, sch, tir_name: str) -> TuningRecord | None:
+        """The record for this kernel, if there is one it may apply (noted in `found` either way)."""
         key = tuning_adapter.kernel_key(tvm_adapter.scheduled_func(sch))
         record = load_record(self.records_dir, self.board, self.codegen, key)
         if record is None:
-            return False
+            return None
         self.found[tir_name] = record
-        if (record.trace is None or key in self.exclude or record.stack_bytes is None
+        if (key in self.exclude or record.stack_bytes is None
                 or record.workspace_bytes > max(record.workspace_budget, record.untuned_workspace_bytes)):
-            return False
+            return None
+        return record
+
+    def _apply(self, sch, tir_name: str, record: TuningRecord, schedule) -> bool:
         trial = sch.copy()
         try:
-            apply_tuned(trial, record.trace)
+            schedule(trial)
         except Exception:  # noqa: BLE001 - a stale record is ignored, never fatal
             return False
-        apply_tuned(sch, record.trace)
+        schedule(sch)
         self.applied[tir_name] = record
         return True
 

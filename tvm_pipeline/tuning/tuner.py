@@ -1,7 +1,8 @@
 """Tune one kernel on the (emulated) board: measured cost, checked output, memory kept fixed.
 
-Measure the untuned (default-scheduled) kernel once, then let MetaSchedule propose `trials` schedules. Each candidate
-is lowered for the code generator (C for gcc, or an LLVM object for the board's CPU) and checked, cheapest check first:
+Measure the untuned (default-scheduled) kernel once, then let MetaSchedule propose `trials` schedules; or, for a
+kernel a tunable pattern rule schedules (`schedules.tunable_rules`: the int8 DSP convs), measure that rule's settings
+(its `knob_space`, at most `trials` of them) against the rule's defaults. Each candidate is lowered for the code generator (C for gcc, or an LLVM object for the board's CPU) and checked, cheapest check first:
 
 1. workspace <= `workspace_budget` (default: the untuned kernel's; `tune_model` passes the arena bytes free at the
    kernel's steps, so the arena cannot grow);
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from schedules import default as default_schedule
+from schedules import tunable_rules
 from tvm_pipeline import tuning_adapter, tvm_adapter
 from tvm_pipeline.board.boards import Board
 from tvm_pipeline.board.runner import QemuRunner, Runner, RunError
@@ -64,10 +66,14 @@ def apply_tuned(sch, trace) -> None:
     tuning_adapter.apply_trace(sch, trace)
 
 
-def untuned_func(func):
-    """The kernel with the default schedule, as `tvmp compile` lowers it without records."""
+def untuned_func(func, rule: str | None = None):
+    """The kernel as `tvmp compile` lowers it without records: the default schedule, or tunable rule `rule`'s with
+    its default settings."""
     sch = tvm_adapter.new_schedule(func)
-    default_schedule.apply(sch)
+    if rule is None:
+        default_schedule.apply(sch)
+    else:
+        tunable_rules()[rule].apply(sch)
     return tvm_adapter.scheduled_func(sch)
 
 
@@ -97,10 +103,10 @@ class Baseline:
 
 
 def measure_untuned(func, tir_name: str, board: Board, codegen: str, runner: Runner, folder: Path,
-                    seed: int = 0, read_only: tuple[int, ...] = ()) -> Baseline:
-    """Measures the default-scheduled kernel in `codegen` (and in C for the reference, if that is another);
-    `read_only` as `measure.build_kernel`."""
-    symbol, scheduled = kernel_symbol(tir_name), untuned_func(func)
+                    seed: int = 0, read_only: tuple[int, ...] = (), rule: str | None = None) -> Baseline:
+    """Measures the untuned kernel (see `untuned_func`) in `codegen` (and in C for the reference, if that is
+    another); `read_only` as `measure.build_kernel`."""
+    symbol, scheduled = kernel_symbol(tir_name), untuned_func(func, rule)
     build = build_kernel(scheduled, symbol, codegen, board, read_only)
     inputs = kernel_inputs(build.kernel.params, seed)
     run = run_kernel(build, inputs, board, runner, folder / f"untuned-{codegen}")
@@ -116,9 +122,10 @@ class KernelTuner:
     def __init__(self, func, tir_name: str, board: Board, runner: Runner | None = None, workers: int = 2,
                  codegen: str = "c", seed: int = 0, workspace_budget: int | None = None,
                  stack_budget: int | None = None, call_args_budget: int | None = None,
-                 baseline: Baseline | None = None, read_only: tuple[int, ...] = ()) -> None:
+                 baseline: Baseline | None = None, read_only: tuple[int, ...] = (), rule: str | None = None) -> None:
         self.func, self.tir_name, self.board, self.codegen, self.seed = func, tir_name, board, codegen, seed
         self.read_only = read_only  # parameters the model passes constants (see measure.build_kernel)
+        self.rule = rule  # the tunable pattern rule that schedules this kernel (None: a MetaSchedule search)
         self.symbol = kernel_symbol(tir_name)
         self.runner = runner or QemuRunner(timeout_s=CANDIDATE_TIMEOUT_S)
         self.workers = workers
@@ -126,7 +133,7 @@ class KernelTuner:
         self._stack: dict[int, int] = {}  # candidate index -> measured kernel stack, for candidates that passed
         self._dir = Path(tempfile.mkdtemp(prefix="tvmp-tune-"))
         self.baseline = baseline or measure_untuned(func, tir_name, board, codegen, self.runner, self._dir, seed,
-                                                      read_only)
+                                                      read_only, rule)
         self.untuned = self.baseline.build.kernel
         self.inputs = self.baseline.inputs
         self.workspace_budget = max(workspace_budget or 0, self.untuned.workspace_bytes)
@@ -188,6 +195,8 @@ class KernelTuner:
     def tune(self, trials: int) -> TuningRecord:
         """Runs the search; the record keeps the untuned schedule unless a correct candidate is faster."""
         try:
+            if self.rule is not None:
+                return self._tune_knobs(trials)
             seen = tuning_adapter.tune_kernel(prepared_func(self.func), self.symbol, self.evaluate, trials,
                                               seed=self.seed, lower=self.lower,
                                               workspace_budget=self.workspace_budget)
@@ -195,17 +204,46 @@ class KernelTuner:
         finally:
             shutil.rmtree(self._dir, ignore_errors=True)
 
-    def _best_verified(self, seen: list[tuple[object, int | None, str | None]]) -> TuningRecord:
-        """The record: the fastest measured trace that still passes every check when replayed, else untuned."""
+    def _tune_knobs(self, trials: int) -> TuningRecord:
+        """Measures the tunable rule's settings (at most `trials`); the record names the fastest that passes every
+        check, if it beats the rule's defaults."""
+        module = tunable_rules()[self.rule]
+        candidates = []
+        for index, knobs in enumerate(module.knob_space(self.func)[:trials]):
+            sch = tvm_adapter.new_schedule(self.func)
+            try:
+                module.apply(sch, **knobs)
+                build, error = self.lower(tvm_adapter.scheduled_func(sch), self.symbol), None
+            except Exception as err:  # noqa: BLE001 - a setting that does not schedule is a failed trial
+                build, error = None, f"scheduling failed: {str(err).splitlines()[0][:200]}"
+            candidates.append(tuning_adapter.Candidate(index, build, error, knobs))
+        outcomes = self.evaluate(candidates)
+        record = self._untuned_record()
+        measured = [(outcome, c) for outcome, c in zip(outcomes, candidates) if not isinstance(outcome, str)]
+        if measured:
+            instructions, best = min(measured, key=lambda m: m[0])
+            if instructions < record.untuned_instructions:
+                record.tuned_instructions, record.knobs = instructions, best.trace_json
+                record.workspace_bytes, record.stack_bytes = best.kernel.workspace_bytes, self._stack[best.index]
+        return record
+
+    def _untuned_record(self) -> TuningRecord:
+        """A record that keeps the untuned schedule (what a search that found nothing faster writes)."""
         base = self.baseline.run
-        record = TuningRecord(
+        return TuningRecord(
             key=tuning_adapter.kernel_key(self.func), board=self.board.name, codegen=self.codegen,
             tir_name=self.tir_name, trials=len(self.trials), untuned_instructions=base.instructions,
             tuned_instructions=base.instructions, untuned_workspace_bytes=self.untuned.workspace_bytes,
             workspace_bytes=self.untuned.workspace_bytes, trace=None, workspace_budget=self.workspace_budget,
             failed=[{"index": t.index, "reason": t.reason} for t in self.trials if t.reason is not None],
             untuned_stack_bytes=base.stack_bytes, stack_bytes=base.stack_bytes, stack_budget=self.stack_budget,
+            rule=self.rule,
         )
+
+    def _best_verified(self, seen: list[tuple[object, int | None, str | None]]) -> TuningRecord:
+        """The record: the fastest measured trace that still passes every check when replayed, else untuned."""
+        base = self.baseline.run
+        record = self._untuned_record()
         # A record must hold for what a later compile rebuilds from it, not for what the search measured: the
         # database keeps traces without their post-processing, so each trace is replayed and checked again.
         measured = sorted(((ins, trace) for trace, ins, _ in seen if ins is not None), key=lambda t: t[0])

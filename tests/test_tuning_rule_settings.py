@@ -1,0 +1,92 @@
+"""Tuning the settings of a pattern rule: an int8 model's DSP convs (schedules/int8_dsp.py) get their register block
+measured on the board by `tvmp tune` instead of a MetaSchedule search; the records are applied before the pattern
+rules at compile time, never change the int8 outputs (bit-identical) nor raise the measured peak SRAM."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from schedules import int8_dsp
+from tvm_pipeline.board.boards import load_board
+from tvm_pipeline.compiler import CompileOptions, compile_model
+from tvm_pipeline.evaluate import evaluate
+from tvm_pipeline.quantize import quantize_model
+from tvm_pipeline.tuning.model import format_records, model_kernels, tune_model
+from tvm_pipeline.tuning.records import save_record
+
+TRIALS = 3
+#: The convs as they are: patching this small model would only multiply its kernels.
+NO_PATCHES = frozenset({"patch-stage"})
+BOARD = load_board("stm32f746")
+
+
+def _two_conv_onnx(path) -> None:
+    """3x3 conv (3 -> 8) + ReLU + 1x1 conv (8 -> 8) on 12x12: rows of 12 pixels, so blocks of 1-4 pixels fit."""
+    rng = np.random.default_rng(0)
+    weights = {"w1": rng.standard_normal((8, 3, 3, 3)) * 0.3, "b1": rng.standard_normal(8) * 0.1,
+               "w2": rng.standard_normal((8, 8, 1, 1)) * 0.3, "b2": rng.standard_normal(8) * 0.1}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "two_conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 12, 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 12, 12])],
+        [numpy_helper.from_array(v.astype(np.float32), n) for n, v in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rule-settings")
+    _two_conv_onnx(root / "float.onnx")
+    np.save(root / "calibration.npy", np.random.default_rng(1).standard_normal((4, 3, 12, 12)).astype(np.float32))
+    model = quantize_model(root / "float.onnx", root / "calibration.npy", root / "int8.onnx", samples=4).path
+    tuning = tune_model(model, BOARD.name, TRIALS, root / "records", workers=1, progress=False,
+                        disabled_passes=NO_PATCHES)
+    return {"root": root, "model": model, "tuning": tuning}
+
+
+def test_dsp_convs_are_tuned_by_their_register_block(tuned):
+    kernels = model_kernels(tuned["model"], BOARD, disabled_passes=NO_PATCHES)
+    convs = [k for k in kernels if k.rule == "int8_dsp"]
+    assert len(convs) == 2  # both convs: the schedule rule takes them, its settings are what is tuned
+    records = {r.tir_name: r for r in tuned["tuning"].records}
+    for kernel in convs:
+        record = records[kernel.tir_name]
+        assert record.rule == "int8_dsp" and record.trace is None and record.trials == TRIALS
+        assert record.tuned_instructions <= record.untuned_instructions
+        space = int8_dsp.knob_space(kernel.func)[:TRIALS]
+        assert space[0] == {"block": list(int8_dsp.BLOCK)}  # the rule's default is measured too
+        assert record.knobs is None or (record.knobs in space[1:]
+                                        and record.tuned_instructions < record.untuned_instructions)
+    assert "int8_dsp: " in format_records(tuned["tuning"].records)
+    assert tuned["tuning"].allowance.verified
+
+
+def test_records_keep_int8_outputs_bit_identical_and_peak_sram(tuned, tmp_path):
+    """Compile with the records (and with a record forced to another block) and without: the same int8 output on
+    the board, no more peak SRAM."""
+    records = tuned["root"] / "records"
+    forced = tmp_path / "forced"
+    for record in tuned["tuning"].records:  # every conv with the (4, 1) block, whatever the search chose
+        if record.rule == "int8_dsp":
+            save_record(forced, dataclasses.replace(record, knobs={"block": [4, 1]}))
+    x = np.random.default_rng(3).integers(-128, 128, (1, 3, 12, 12)).astype(np.int8)  # the int8 model's input
+    runs = {}
+    for name, folder in (("untuned", tmp_path / "none"), ("tuned", records), ("forced", forced)):
+        compile_model(tuned["model"], tmp_path / name, CompileOptions(tuning=folder, disabled_passes=NO_PATCHES))
+        runs[name] = evaluate(tmp_path / name, BOARD, x)
+    assert runs["tuned"].output == runs["untuned"].output == runs["forced"].output
+    assert runs["tuned"].peak_sram_bytes <= runs["untuned"].peak_sram_bytes
+    assert runs["tuned"].instructions <= runs["untuned"].instructions
+    applied = [k for k in json.loads((tmp_path / "forced" / "model.json").read_text())["tuning"]["kernels"]
+               if k["applied"]]
+    assert len(applied) == 2  # the settings records were applied before the int8_dsp rule took the kernels
