@@ -1,9 +1,11 @@
 """Instructions per inference, untuned / tuned (C) / tuned (LLVM object), for the MLPerf Tiny models and
 MobileNetV2-0.35@144, measured on the emulated board (a table, not a test).
 
-MobileNetV2-0.35@144 is quantized to int8 first (`tvmp quantize`, random calibration images, float input/output):
-its float32 weights fit no board's flash. The MLPerf Tiny KWS file is int8 as published; IC, VWW and AD are the
-float32 files.
+The MLPerf Tiny models are their published int8 `.tflite` files (the models the MLPerf results run; our builds
+are bit-exact with TFLM), MACs counted on their int8 `.onnx` twins. MobileNetV2-0.35@144 is quantized to int8
+first (`tvmp quantize`, random calibration images, float input/output): its float32 weights fit no board's flash.
+Untuned: no records at all (not even the shipped ones); on a DSP board the int8 convs then take the int8_dsp rule's
+default register block, and tuning measures that rule's other blocks (see `tuning/tuner.py`).
 
 For each model: `tune_model` for codegen c and for codegen llvm (every distinct kernel, `--trials` candidates each,
 each measured on QEMU under -icount and checked against the untuned kernel), then the model compiled with the records
@@ -32,12 +34,13 @@ from tvm_pipeline.errors import UserError
 from tvm_pipeline.tuning.model import tune_model
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "shared" / "models" / "mlperf-tiny"
-MODELS = {  # key: (file or zoo name, MLPerf Tiny v1.1 best cycles on a Cortex-M7 F746 @ 216 MHz)
-    "ic": ("pretrainedResnet.onnx", 13.3e6),
-    "vww": ("vww_96_float.onnx", 7.36e6),
-    "kws": ("kws_ref_model.onnx", 3.83e6),
-    "ad": ("ad01_fp32.onnx", None),
-    "mbv2": ("zoo:mobilenetv2_w035_144", None),  # int8: its float32 weights (6.7 MB) fit no board's flash
+MODELS = {  # key: (file or zoo name, its ONNX form for counting MACs, MLPerf Tiny v1.1 best cycles on a Cortex-M7
+    # F746 @ 216 MHz)
+    "ic": ("pretrainedResnet_quant.tflite", "pretrainedResnet_quant.onnx", 13.3e6),
+    "vww": ("vww_96_int8.tflite", "vww_96_int8.onnx", 7.36e6),
+    "kws": ("kws_ref_model.tflite", "kws_ref_model.onnx", 3.83e6),
+    "ad": ("ad01_int8.tflite", "ad01_int8.onnx", None),
+    "mbv2": ("zoo:mobilenetv2_w035_144", None, None),  # int8: its float32 weights (6.7 MB) fit no board's flash
 }
 BOARDS = ("stm32f746", "generic-m7")  # the first one the model fits
 
@@ -111,10 +114,10 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for key in args.models.split(","):
-        name, reference = MODELS[key]
+        name, onnx_name, reference = MODELS[key]
         path = model_file(name, out)
         board = pick_board(path, out)
-        macs = count_macs(path)
+        macs = count_macs(MODELS_DIR / onnx_name if onnx_name else path)
         c = tune_model(path, board, args.trials, out, args.workers, codegen="c").allowance
         llvm = tune_model(path, board, args.trials, out, args.workers, codegen="llvm").allowance
         rows.append((key, path.stem, board, macs, c, llvm, reference))
