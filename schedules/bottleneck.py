@@ -207,13 +207,12 @@ def apply(sch: s_tir.Schedule, tiling: Tiling = Tiling()) -> None:
 
 
 def channel_loop_outermost(sch: s_tir.Schedule, tiling: Tiling = Tiling(), unroll_step: bool = True,
-                           pixels: int = 1, rows_outside_pixels: bool = False) -> s_tir.LoopRV:
+                           pixels: int = 1) -> s_tir.LoopRV:
     """Everything but the padded planes: the projection under the channel loop, its init before it, the depthwise
     and its activation one element at a time where the projection reads them. Returns the loop the padded planes
     belong under (a row tile's, else the channel loop). `unroll_step` False leaves the projection's loop over the
     channels of a step a plain loop (to be tensorized). `pixels` (a divisor of the output width): the depthwise
-    computes that many neighbouring output pixels of each channel at once (a weight load serves them all);
-    `rows_outside_pixels`: its window rows loop outside those pixels (a row under all of them is one product)."""
+    computes that many neighbouring output pixels of each channel at once (a weight load serves them all)."""
     if tiling.rows is not None and tiling.rows < 1:
         raise ValueError(f"tiling.rows must be positive, got {tiling.rows}")
     project = sch.get_sblock("project")
@@ -234,12 +233,7 @@ def channel_loop_outermost(sch: s_tir.Schedule, tiling: Tiling = Tiling(), unrol
     sch.compute_at(sch.get_sblock("depthwise_act"), xx)
     depthwise = sch.get_sblock("depthwise")
     sch.compute_at(depthwise, xx)
-    if rows_outside_pixels:
-        pixel, row, _ = sch.get_loops(depthwise)[-3:]
-        sch.reorder(row, pixel)
-        sch.decompose_reduction(depthwise, row)
-    else:
-        sch.decompose_reduction(depthwise, sch.get_loops(depthwise)[-2])
+    sch.decompose_reduction(depthwise, sch.get_loops(depthwise)[-2])
     return tile
 
 

@@ -213,22 +213,17 @@ def apply(sch: s_tir.Schedule, compact: bool = False) -> None:
     - the projection of a step's 4 activations onto each output: its int32 accumulator is read and written once
       per 4 MACs instead of once per 2 (compact: per 2, scalar);
     - the expansion, pixel by pixel: the 4 channels of x under the pixel paired for SMLAD once and dotted with each
-      of the step's weight rows, instead of a strided scalar dot product per channel;
-    - a 3x3 stride-1 depthwise over an even width: 2 output pixels a pass, each window row under them one
-      `tvm_adapter.dsp.row3x2_intrin` call (the 16 -> 64 -> 16 bottleneck at 20 x 20: 0.97x the instructions of 3
-      scalar pixels a pass; 24 -> 144 -> 24 at 10 x 10: 0.92x).
+      of the step's weight rows, instead of a strided scalar dot product per channel.
 
     A width that is not a multiple of 4 keeps the float schedule's scalar loops for that product."""
     spec = spec_of(sch.mod["main"])
     tiling = COMPACT_TILING if compact else TILING
     step = channels_per_step(spec.expand_channels, tiling)
     dot4 = step == 4  # else 2 or 1 channels a step, scalar
-    # else 3 (else 2) output pixels of a row per depthwise pass: the MobileNetV2-0.35 bottleneck 16 -> 96 -> 16 at
-    # 18 x 18 ran in 0.84x the instructions with 3, 0.87x with 2; 4 and 6 spill its accumulators (slower)
-    rows3x2 = spec.kernel == 3 and spec.stride == 1 and spec.out_width % 2 == 0
-    pixels = 2 if rows3x2 else next((p for p in (3, 2) if spec.out_width % p == 0), 1)
-    tile = bottleneck.channel_loop_outermost(sch, tiling, unroll_step=not dot4, pixels=pixels,
-                                             rows_outside_pixels=rows3x2)
+    # 3 (else 2) output pixels of a row per depthwise pass: the MobileNetV2-0.35 bottleneck 16 -> 96 -> 16 at 18 x 18
+    # ran in 0.84x the instructions with 3, 0.87x with 2; 4 and 6 spill its accumulators (slower)
+    pixels = next((p for p in (3, 2) if spec.out_width % p == 0), 1)
+    tile = bottleneck.channel_loop_outermost(sch, tiling, unroll_step=not dot4, pixels=pixels)
     if dot4:
         channels = sch.get_loops(sch.get_sblock("project_update"))[-1]
         # channels innermost, so a step's 4 activations are one contiguous region (the intrinsic's operand)
@@ -238,11 +233,6 @@ def apply(sch: s_tir.Schedule, compact: bool = False) -> None:
         _expand_pixel_by_pixel(sch, tile, spec.in_dtype)
     else:
         bottleneck.fill_padded_planes(sch, tile)
-    if rows3x2:  # each window row under the pass's 2 pixels: one tvm_adapter.dsp.row3x2_intrin call (last: the
-        # padded planes' compute_at cannot analyse the tensorized block that reads them)
-        row, pixel = sch.get_loops(sch.get_sblock("depthwise_update"))[-3:-1]
-        sch.tensorize(pixel, dsp.row3x2_intrin(spec.expand_requant[3]))
-        sch.unroll(row)
 
 
 def _expand_pixel_by_pixel(sch: s_tir.Schedule, tile: s_tir.LoopRV, in_dtype: str) -> None:
