@@ -11,16 +11,18 @@ from collections.abc import Callable
 
 
 def pattern_rules(inplace_depthwise: bool = True, dsp: bool = False,
-                  compact_bottlenecks: frozenset[str] = frozenset()) -> list[Callable]:
+                  memory_first: frozenset[str] = frozenset()) -> list[Callable]:
     """The pattern-specific rules `tvmp compile` tries, in order, before a kernel falls back to the default schedule
     (tuning records apply only to kernels none of them takes). The patch-stage search and the tuner use the same.
     `dsp`: the board's core has the DSP extension (SMLAD): int8 convs run as tensorized im2col products, int8 3x3
     depthwise convs a window row under two pixels at a time.
-    `compact_bottlenecks`: reordered int8 bottlenecks (TIR names) scheduled for less scratch (2 channels a step)."""
+    `memory_first`: kernels (TIR names) scheduled for less scratch, slower: reordered int8 bottlenecks with 2
+    channels a step, int8 depthwise convs without the DSP rule's padded plane (see `compiler.lower_memory_first`)."""
     from schedules import bottleneck, bottleneck_int8, depthwise_dsp, depthwise_inplace, int8_dsp
 
-    depthwise = [*([depthwise_dsp.rule] if dsp else []), depthwise_inplace.rule] if inplace_depthwise else []
-    return [bottleneck.rule, bottleneck_int8.Rule(compact_bottlenecks), *([int8_dsp.rule] if dsp else []), *depthwise]
+    depthwise = [*([depthwise_dsp.Rule(memory_first)] if dsp else []), depthwise_inplace.rule] if inplace_depthwise \
+        else []
+    return [bottleneck.rule, bottleneck_int8.Rule(memory_first), *([int8_dsp.rule] if dsp else []), *depthwise]
 
 
 def tunable_rules() -> dict[str, object]:

@@ -18,11 +18,14 @@ is inline and the rows unrolled, so gcc hoists them out of the pixel loops). The
 inner loops carry no bounds checks; the plane is 2*(H+W+2) bytes larger than depthwise_inplace's. Integer sums in
 another order: bit-identical outputs.
 
-`rule` takes the kernels it applies to when the board has the DSP extension (`schedules.pattern_rules(dsp=True)`);
-the others (odd output widths, strided columns, other windows) stay with depthwise_inplace.
+`Rule` takes the kernels it applies to when the board has the DSP extension (`schedules.pattern_rules(dsp=True)`);
+the others (odd output widths, strided columns, other windows) stay with depthwise_inplace, and so do those the
+compiler finds at the plan's memory peak (`compiler.lower_memory_first`: the padded plane is larger).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from tvm import s_tir
 
@@ -66,9 +69,16 @@ def apply(sch: s_tir.Schedule) -> None:
             sch.unroll(loop)
 
 
-def rule(sch: s_tir.Schedule, tir_name: str) -> bool:
-    """Schedule rule for `lowering.lower_program`: the DSP depthwise schedule for the kernels it applies to."""
-    if not applies(sch.mod["main"]):
-        return False
-    apply(sch)
-    return True
+@dataclass(frozen=True)
+class Rule:
+    """Schedule rule for `lowering.lower_program`: the DSP depthwise schedule for the kernels it applies to, except
+    those named in `skip` (TIR names: kernels at the plan's memory peak, left to depthwise_inplace's smaller
+    unpadded plane)."""
+
+    skip: frozenset[str] = frozenset()
+
+    def __call__(self, sch: s_tir.Schedule, tir_name: str) -> bool:
+        if tir_name in self.skip or not applies(sch.mod["main"]):
+            return False
+        apply(sch)
+        return True

@@ -5,15 +5,22 @@ plain C), its TIR after scheduling, and the in-place property it keeps."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from schedules import depthwise_dsp, depthwise_inplace, pattern_rules
 from schedules import int8 as int8_kernels
 from tvm_pipeline import tvm_adapter
 from tvm_pipeline.board.boards import load_board
 from tvm_pipeline.board.runner import QemuRunner
+from tvm_pipeline.compiler import CompileOptions, fused_graph, lower_memory_first
+from tvm_pipeline.frontend import load_model
 from tvm_pipeline.int8_ops import Fold, QConv2d, Requant, Source
+from tvm_pipeline.quantize import quantize_model
+from tvm_pipeline.tuning.apply import lower_tuned
 from tvm_pipeline.tuning.measure import build_kernel, run_kernel
+from tvm_pipeline.tuning.records import SHIPPED_RECORDS_DIR
 from tvm_pipeline.tvm_adapter import TensorType
 
 
@@ -80,6 +87,47 @@ def test_depthwise_dsp_leaves_odd_widths_and_strided_columns_to_depthwise_inplac
     for func in (odd, strided):
         assert not depthwise_dsp.applies(func)
         assert depthwise_inplace.rule(tvm_adapter.new_schedule(func), "dw")
-    rules = pattern_rules(dsp=True)
-    assert rules.index(depthwise_dsp.rule) < rules.index(depthwise_inplace.rule)
-    assert depthwise_dsp.rule not in pattern_rules(dsp=False)
+    dsp_rules = [r for r in pattern_rules(dsp=True) if isinstance(r, depthwise_dsp.Rule)]
+    assert len(dsp_rules) == 1 and not any(isinstance(r, depthwise_dsp.Rule) for r in pattern_rules(dsp=False))
+    assert pattern_rules(dsp=True).index(dsp_rules[0]) < pattern_rules(dsp=True).index(depthwise_inplace.rule)
+    even, _, _ = _kernel(_depthwise(rng, 4), np.zeros((1, 4, 6, 6), np.int8))
+    assert depthwise_dsp.Rule()(tvm_adapter.new_schedule(even), "dw")
+    assert not depthwise_dsp.Rule(frozenset({"dw"}))(tvm_adapter.new_schedule(even), "dw")  # memory first
+
+
+def _conv_dw_conv_onnx(path) -> None:
+    """1 -> 8 channels (3x3), a 3x3 depthwise, 8 -> 1 (1x1), on 32x32: with the DSP schedule, the depthwise (its
+    8,192 B tensor, in place, and its 34 x 34 B padded plane) is where the plan peaks."""
+    rng = np.random.default_rng(0)
+    weights = {"w1": rng.standard_normal((8, 1, 3, 3)), "w2": rng.standard_normal((8, 1, 3, 3)),
+               "w3": rng.standard_normal((1, 8, 1, 1)) * 0.3}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], group=8),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Conv", ["r2", "w3"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "conv_dw_conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 32, 32])],
+        [numpy_helper.from_array(v.astype(np.float32), n) for n, v in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
+def test_a_depthwise_at_the_memory_peak_keeps_the_smaller_plane(tmp_path):
+    """The DSP schedule's padded plane (34 x 34 B) is larger than depthwise_inplace's (32 x 32 B): where the
+    depthwise is at the plan's peak, the compiler lowers it without the DSP schedule (compiler.lower_memory_first)."""
+    _conv_dw_conv_onnx(tmp_path / "float.onnx")
+    np.save(tmp_path / "calibration.npy", np.random.default_rng(1).standard_normal((4, 1, 32, 32)).astype(np.float32))
+    model = quantize_model(tmp_path / "float.onnx", tmp_path / "calibration.npy", tmp_path / "int8.onnx",
+                           samples=4).path
+    options = CompileOptions(board="stm32f746", disabled_passes=frozenset({"patch-stage"}))
+    fused = fused_graph(load_model(model, {}), options)[0]
+    board = load_board("stm32f746")
+    fast = lower_tuned(fused, board, pattern_rules(True, board.dsp), SHIPPED_RECORDS_DIR, "c", "auto")
+    assert "tvmp_row3x2_s8(" in next(k.source for k in fast.program.kernels.values() if "row3x2" in k.source)
+    chosen = lower_memory_first(fused, board, options)
+    assert chosen.arena.layout.arena_bytes < fast.arena.layout.arena_bytes
+    assert not any("tvmp_row3x2_s8(" in k.source for k in chosen.program.kernels.values())
+    assert any("at the memory peak scheduled for less scratch" in n for n in chosen.notes)

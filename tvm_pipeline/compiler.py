@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from schedules import bottleneck_int8, pattern_rules
+from schedules import bottleneck_int8, depthwise_dsp, pattern_rules
 from tvm_pipeline import tvm_adapter
 from tvm_pipeline.atomic_folder import replace_folder
 from tvm_pipeline.arena import ArenaPlan
@@ -119,34 +119,41 @@ def uses_dsp(board: Board, codegen: str) -> bool:
 
 def lower_memory_first(fused: tvm.IRModule, board: Board, options: CompileOptions) -> TunedLowering:
     """Lower and plan (`lower_tuned`: records applied where they match, never growing arena or stack; codegen "llvm"
-    builds kernels.o); then the reordered int8 bottlenecks that run when the plan peaks are lowered again with 2
-    expanded channels a step instead of 4 (2 padded planes less scratch, slower), as long as that lowers the arena:
-    speed where it costs no peak memory."""
-    def lower(compact: frozenset[str]) -> TunedLowering:
-        rules = pattern_rules(options.inplace_depthwise, uses_dsp(board, options.codegen), compact)
+    builds kernels.o); then the kernels that run when the plan peaks and have a smaller-scratch schedule are lowered
+    again with it, as long as that lowers the arena: speed where it costs no peak memory. Those are the reordered
+    int8 bottlenecks (2 expanded channels a step instead of 4: 2 padded planes less) and the int8 depthwise convs
+    of `schedules/depthwise_dsp.py` (depthwise_inplace's unpadded plane instead)."""
+    dsp = uses_dsp(board, options.codegen)
+
+    def lower(memory_first: frozenset[str]) -> TunedLowering:
+        rules = pattern_rules(options.inplace_depthwise, dsp, memory_first)
         return lower_tuned(fused, board, rules, options.tuning or SHIPPED_RECORDS_DIR, options.codegen,
                            options.planner, reorder=options.order == "best")
 
-    compact: frozenset[str] = frozenset()
-    lowered = lower(compact)
-    while at_peak := _bottlenecks_at_peak(lowered.program, lowered.arena) - compact:
-        trial = lower(compact | at_peak)
+    memory_first: frozenset[str] = frozenset()
+    lowered = lower(memory_first)
+    while at_peak := _smaller_scratch_at_peak(fused, lowered.program, lowered.arena, dsp) - memory_first:
+        trial = lower(memory_first | at_peak)
         if trial.arena.layout.arena_bytes >= lowered.arena.layout.arena_bytes:
             break
-        lowered, compact = trial, compact | at_peak
-    if compact:
-        lowered.notes.append(f"{len(compact)} reordered int8 bottleneck(s) at the memory peak scheduled with 2 "
-                             f"expanded channels a step instead of 4 (less scratch): {', '.join(sorted(compact))}")
+        lowered, memory_first = trial, memory_first | at_peak
+    if memory_first:
+        lowered.notes.append(f"{len(memory_first)} kernel(s) at the memory peak scheduled for less scratch (int8 "
+                             f"bottlenecks 2 expanded channels a step, depthwise convs without the DSP padded "
+                             f"plane): {', '.join(sorted(memory_first))}")
     return lowered
 
 
-def _bottlenecks_at_peak(program: Program, arena: ArenaPlan) -> frozenset[str]:
-    """TIR names of the reordered int8 bottleneck kernels running at a step where the planned live bytes peak."""
+def _smaller_scratch_at_peak(fused: tvm.IRModule, program: Program, arena: ArenaPlan, dsp: bool) -> frozenset[str]:
+    """TIR names of the kernels running at a step where the planned live bytes peak that have a schedule with less
+    scratch: reordered int8 bottlenecks, DSP depthwise convs (`dsp`: the rules include the DSP ones)."""
     live = live_bytes_per_step(arena.buffers, len(arena.layout.order))
     peak = max(live)
     kernels = (program.kernels.get(program.steps[step].kernel)
                for step, live_bytes in zip(arena.layout.order, live) if live_bytes == peak)
-    return frozenset(k.tir_name for k in kernels if k is not None and k.tir_name.startswith(bottleneck_int8.KERNEL_PREFIX))
+    names = {k.tir_name for k in kernels if k is not None}
+    return frozenset(n for n in names if n.startswith(bottleneck_int8.KERNEL_PREFIX)
+                     or dsp and depthwise_dsp.applies(tvm_adapter.prim_func(fused, n)))
 
 
 def compile_model(model_path: Path, out_dir: Path, options: CompileOptions = CompileOptions()) -> CompileResult:
