@@ -5,9 +5,8 @@ plain C), its TIR after scheduling, and the in-place property it keeps."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from schedules import depthwise_dsp, depthwise_inplace, pattern_rules
 from schedules import int8 as int8_kernels
@@ -22,6 +21,7 @@ from tvm_pipeline.tuning.apply import lower_tuned
 from tvm_pipeline.tuning.measure import build_kernel, run_kernel
 from tvm_pipeline.tuning.records import SHIPPED_RECORDS_DIR
 from tvm_pipeline.tvm_adapter import TensorType
+from onnx_graphs import save_model
 
 
 def _depthwise(rng, channels: int, strides=(1, 1), padding=(1, 1, 1, 1), dtype: str = "int8",
@@ -106,13 +106,7 @@ def _conv_dw_conv_onnx(path) -> None:
              helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], group=8),
              helper.make_node("Relu", ["c2"], ["r2"]),
              helper.make_node("Conv", ["r2", "w3"], ["y"])]
-    graph = helper.make_graph(
-        nodes, "conv_dw_conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 32, 32])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 32, 32])],
-        [numpy_helper.from_array(v.astype(np.float32), n) for n, v in weights.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, path)
+    save_model(path, nodes, [1, 1, 32, 32], [1, 1, 32, 32], weights, "conv_dw_conv")
 
 
 def test_a_depthwise_at_the_memory_peak_keeps_the_smaller_plane(tmp_path):

@@ -6,9 +6,8 @@ import json
 from dataclasses import replace
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from tvm_pipeline import tuning_adapter, tvm_adapter
 from tvm_pipeline.board.boards import load_board
@@ -20,6 +19,8 @@ from tvm_pipeline.tuning.model import model_kernels
 from tvm_pipeline.tuning.records import load_record, save_record
 from tvm_pipeline.tuning.rule import RecordRule
 from tvm_pipeline.tuning.tuner import KernelTuner, apply_tuned, stacked_args_slots, untuned_func
+from onnx_graphs import save_model
+
 
 TRIALS = 8
 
@@ -28,14 +29,8 @@ def _conv_relu_onnx(path, cin=4, cout=8, hw=12):
     rng = np.random.default_rng(0)
     w = (rng.standard_normal((cout, cin, 3, 3)) * 0.3).astype(np.float32)
     b = (rng.standard_normal(cout) * 0.1).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])],
-        "conv_relu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, hw, hw])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cout, hw, hw])],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, path)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])]
+    save_model(path, nodes, [1, cin, hw, hw], [1, cout, hw, hw], {"w": w, "b": b}, "conv_relu")
 
 
 def _numpy_conv_relu(x, w, b):

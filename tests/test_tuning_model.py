@@ -7,9 +7,8 @@ import csv
 import json
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from tvm_pipeline.board.boards import load_board
 from tvm_pipeline.compiler import CompileOptions, compile_model
@@ -19,6 +18,8 @@ from tvm_pipeline.passes import pass_names
 from tvm_pipeline.report import memory_report
 from tvm_pipeline.tuning.allowance import load_allowance
 from tvm_pipeline.tuning.sweep import parse_sweeps, run_sweep
+from onnx_graphs import save_model
+
 
 TRIALS = 4
 #: A plain float model: no graph pass has anything to do, and the patch stage would only multiply the kernels.
@@ -33,13 +34,7 @@ def _two_conv_onnx(path):
     nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c1"], ["r1"]),
              helper.make_node("Conv", ["r1", "w2", "b2"], ["y"])]
-    graph = helper.make_graph(
-        nodes, "two_conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 10, 10])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 10, 10])],
-        [numpy_helper.from_array(v, n) for n, v in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2))])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, path)
+    save_model(path, nodes, [1, 3, 10, 10], [1, 8, 10, 10], {"w1": w1, "b1": b1, "w2": w2, "b2": b2}, "two_conv")
 
 
 @pytest.fixture(scope="module")

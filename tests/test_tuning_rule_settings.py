@@ -8,9 +8,8 @@ import dataclasses
 import json
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from schedules import int8_dsp
 from tvm_pipeline.board.boards import load_board
@@ -19,6 +18,8 @@ from tvm_pipeline.evaluate import evaluate
 from tvm_pipeline.quantize import quantize_model
 from tvm_pipeline.tuning.model import format_records, model_kernels, tune_model
 from tvm_pipeline.tuning.records import save_record
+from onnx_graphs import save_model
+
 
 TRIALS = 3
 #: The convs as they are: patching this small model would only multiply its kernels.
@@ -34,13 +35,7 @@ def _two_conv_onnx(path) -> None:
     nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c1"], ["r1"]),
              helper.make_node("Conv", ["r1", "w2", "b2"], ["y"])]
-    graph = helper.make_graph(
-        nodes, "two_conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 12, 12])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 12, 12])],
-        [numpy_helper.from_array(v.astype(np.float32), n) for n, v in weights.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, path)
+    save_model(path, nodes, [1, 3, 12, 12], [1, 8, 12, 12], weights, "two_conv")
 
 
 @pytest.fixture(scope="module")
