@@ -249,8 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tune", help="tune each kernel of a model, measured on the emulated board (resumable)")
     p.add_argument("model", help="the .onnx file")
     p.add_argument("--board", default="stm32f746", help="target board (see `tvmp boards`)")
-    p.add_argument("--trials", type=int, default=64, help="candidate schedules measured per kernel (for a kernel a tunable pattern rule schedules, "
-                   "such as the int8 DSP convs: at most this many of its settings)")
+    p.add_argument("--trials", type=int, default=64,
+                   help="candidate schedules measured per kernel (for a kernel a tunable pattern rule schedules, "
+                        "such as the int8 DSP convs: at most this many of its settings)")
     p.add_argument("-o", "--output", required=True, help="records folder (existing records are reused)")
     p.add_argument("--workers", type=int, default=2,
                    help="worker processes, each tuning one kernel (one kernel: threads measuring its candidates)")
