@@ -37,7 +37,8 @@ BLOCK = (2, 2)
 #: ... and when it does not (an odd pixel count): each col word serves 4 channels.
 BLOCK_SINGLE_PIXEL = (4, 1)
 #: The register blocks `tvmp tune` measures on the board (the best depends on K, the row width and the channel
-#: count: on VWW's int8 1x1 convs (1, 4), (2, 3) and (4, 1) each won somewhere, by up to 0.88x the instructions).
+#: count: on VWW's int8 1x1 convs (1, 4), (2, 3) and (4, 1) each won somewhere, by up to 0.88x the instructions),
+#: each with col as int8 and widened to int16 (`apply`'s `widen`).
 TUNABLE_BLOCKS = ((2, 2), (4, 1), (2, 3), (1, 4), (2, 4), (4, 2), (3, 2))
 
 
@@ -68,18 +69,24 @@ def _read_index(sch: s_tir.Schedule, block: s_tir.SBlockRV, name: str) -> int:
 
 
 def knob_space(func) -> list[dict]:
-    """The settings of `apply` that `tvmp tune` measures for kernel `func`: each register block (channels, pixels)
-    that divides the output channels and the row width (another would run as a smaller block), the default first."""
-    out_c = ConvInfo.of(func).weight_shape[0]
+    """The settings of `apply` that `tvmp tune` measures for kernel `func`, the default first: each register block
+    (channels, pixels) that divides the output channels and the row width (another would run as a smaller block),
+    with col as int8 and, where K needs no zero padding, widened to int16."""
+    info = ConvInfo.of(func)
+    out_c, in_c, kh, kw = info.weight_shape
     ow = int(func.params[-1].ty.shape[3])
     default_block = BLOCK if ow % BLOCK[1] == 0 else BLOCK_SINGLE_PIXEL
     blocks = dict.fromkeys(b for b in (default_block, *TUNABLE_BLOCKS) if out_c % b[0] == 0 and ow % b[1] == 0)
-    return [{"block": list(b)} for b in blocks]
+    widths = (False, True) if (in_c * kh * kw) % 4 == 0 else (False,)
+    return [{"block": list(b), "widen": widen} for widen in widths for b in blocks]
 
 
-def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None) -> None:
+def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None, widen: bool = False) -> None:
     """Schedule a kernel `applies` accepts (see the module docstring); `block` = (channels, pixels) overrides the
-    register block."""
+    register block. `widen` (K a multiple of 4): col holds the activations widened to int16, in SMLAD's pair order
+    (a0, a2, a1, a3) per 4 of K, so the dot products load its pairs as they are (`dsp.widened_dot4_intrin`): twice
+    the workspace, no SXTB16 on the activations (VWW's 6x6 128 -> 128 1x1 conv with a 2 x 3 block: 0.84x the
+    instructions); the fill widens each value once for all output channels."""
     func = sch.mod["main"]
     info = ConvInfo.of(func)
     x, weight = func.params[0], func.params[2 if info.residual is not None else 1]
@@ -113,6 +120,9 @@ def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None) -> None:
     k_outer, k_inner = sch.split(k, [None, 4])
     sch.reorder(i, p_outer, o_outer, k_outer, o_inner, p_inner, k_inner)
     sch.compute_at(col, p_outer)
+    if widen and not padded:  # lossless: each read narrows back to the activation type, which is all col holds
+        sch.unsafe_set_dtype(col, 0, "int16")
+        sch.transform_layout(col, ("write", 0), lambda *i: (*i[:-1], i[-1] // 4, i[-1] % 2, i[-1] % 4 // 2))
     if padded:  # the zero tail written apart, so the fill below has its plain bounds again
         sch.decompose_padding(col, sch.get_loops(col)[-1])
     if window > 1:  # fill col by (rc, ry, rx): plain index arithmetic instead of a division per byte
@@ -121,7 +131,8 @@ def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None) -> None:
         sch.reverse_compute_at(sch.get_sblock("conv_requantize"), o_outer)
     sch.reverse_compute_at(epilogue, o_outer)
     sch.decompose_reduction(acc, k_outer)
-    sch.tensorize(k_inner, dsp.dot4_intrin(str(x.ty.dtype.dtype)))
+    dtype = str(x.ty.dtype.dtype)
+    sch.tensorize(k_inner, dsp.widened_dot4_intrin(dtype) if widen and not padded else dsp.dot4_intrin(dtype))
     # 4 (else 2) steps of the reduction per loop iteration: gcc -O3 does not unroll it, and the loop's own add,
     # compare and branch were ~4 of ~27 instructions a step (IC 0.92x, KWS 0.94x the instructions by 4s)
     steps = int(sch.get(k_outer).extent)

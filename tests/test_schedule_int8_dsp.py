@@ -60,8 +60,14 @@ CASES = {  # name: (conv arguments, input shape (C, H, W))
 }
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_dsp_schedule_equals_the_numpy_reference_on_the_board(name, tmp_path):
+#: The cases whose K is a multiple of 4, where col may be widened to int16.
+WIDENED = [name for name, (args, (c, _, _)) in CASES.items() if c * args["k"] ** 2 % 4 == 0]
+
+
+@pytest.mark.parametrize("name, widen, board", [*((n, False, "stm32f746") for n in CASES),
+                                                *((n, True, "stm32f746") for n in WIDENED),
+                                                (WIDENED[0], True, "cortex-m0")])
+def test_dsp_schedule_equals_the_numpy_reference_on_the_board(name, widen, board, tmp_path):
     args, (c, h, w) = CASES[name]
     rng = np.random.default_rng(len(name))
     conv = _conv(rng, **args)
@@ -73,10 +79,10 @@ def test_dsp_schedule_equals_the_numpy_reference_on_the_board(name, tmp_path):
     func, inputs, reference = _kernel(conv, x, skip)
     assert int8_dsp.applies(func)
     sch = tvm_adapter.new_schedule(func)
-    int8_dsp.apply(sch)
-    build = build_kernel(tvm_adapter.scheduled_func(sch), "conv", "c", BOARD)
-    assert "tvmp_dot4_" in build.kernel.source and "smlad" in build.kernel.source
-    run = run_kernel(build, inputs, BOARD, QemuRunner(timeout_s=60), tmp_path)
+    int8_dsp.apply(sch, widen=widen)
+    build = build_kernel(tvm_adapter.scheduled_func(sch), "conv", "c", load_board(board))
+    assert ("tvmp_dot4_i16(" in build.kernel.source) == widen and "smlad" in build.kernel.source
+    run = run_kernel(build, inputs, load_board(board), QemuRunner(timeout_s=60), tmp_path)
     assert np.array_equal(run.output.reshape(reference.shape), reference)  # exact: integer sums in another order
 
 
@@ -107,6 +113,19 @@ def test_dsp_schedule_takes_dense_convs_only():
     depthwise = replace(_conv(rng, cin=1, cout=8, k=3), groups=8)
     func, _, _ = _kernel(depthwise, np.zeros((1, 8, 8, 8), np.int8), None)
     assert not int8_dsp.applies(func)
+
+
+def test_widened_col_holds_int16_pairs_in_smlad_order():
+    func, _, _ = _kernel(_conv(np.random.default_rng(0), cin=8, cout=8, k=3), np.zeros((1, 8, 8, 8), np.int8), None)
+    assert {"block": list(int8_dsp.BLOCK), "widen": True} in int8_dsp.knob_space(func)
+    sch = tvm_adapter.new_schedule(func)
+    int8_dsp.apply(sch, widen=True)
+    after = tvm_adapter.scheduled_func(sch).script()
+    assert after.count('T.call_extern("int32", "tvmp_dot4_i16"') == 1 and '"int16"' in after
+    lowered = tvm_adapter.lower_to_c(tvm_adapter.scheduled_func(sch), "conv")
+    assert lowered.workspace_bytes == 2 * 2 * 72  # col: a pixel pair x K int16 values
+    padded, _, _ = _kernel(_conv(np.random.default_rng(1), cin=3, cout=8, k=3), np.zeros((1, 3, 8, 8), np.int8), None)
+    assert not any(k["widen"] for k in int8_dsp.knob_space(padded))  # K = 27: zero-padded col stays int8
 
 
 def test_a_window_not_a_multiple_of_4_is_padded_with_zeros():

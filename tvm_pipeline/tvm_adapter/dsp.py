@@ -9,6 +9,10 @@ accumulated into an int32:
 `strided_dot4_intrin(dtype)` is the same product over activations a stride apart (`a[k * stride]`: one pixel's
 channels in an NCHW tensor), as `tvmp_dot4_strided_s8(&a[0], stride, &w[0], acc)`.
 
+`widened_dot4_intrin(dtype)` is the same product over activations already widened to int16 and stored interleaved,
+(a0, a2, a1, a3), as SXTB16 pairs the weight bytes: two word loads and no widening of its own,
+`tvmp_dot4_i16(&a[0], &w[0], acc)` (an im2col buffer filled once and read by every output channel).
+
 `row3x2_intrin(dtype)` is one row of a 3-wide depthwise window under two neighbouring output pixels (stride 1):
 
     for p in 0..2, r in 0..3:  acc[p] += int32(a[p + r]) * int32(w[r])
@@ -44,6 +48,10 @@ _WIDEN = {"tvmp_dot4_s8": ("sxtb16", "int8_t"), "tvmp_dot4_u8": ("uxtb16", "uint
 #: The same for activations a stride apart.
 _STRIDED_DOT4 = {"int8": ("tvmp.dot4_strided_s8s8", "tvmp_dot4_strided_s8"),
                  "uint8": ("tvmp.dot4_strided_u8s8", "tvmp_dot4_strided_u8")}
+
+#: ... and for activations widened to int16, interleaved (a0, a2, a1, a3): one helper for int8 and uint8 values.
+_WIDENED_DOT4 = {"int8": "tvmp.dot4_i16_s8", "uint8": "tvmp.dot4_i16_u8"}
+_WIDENED_HELPER = "tvmp_dot4_i16"
 
 #: ... and for one 3-wide depthwise row under two output pixels.
 _ROW3X2 = {"int8": ("tvmp.row3x2_s8s8", "tvmp_row3x2_s8"), "uint8": ("tvmp.row3x2_u8s8", "tvmp_row3x2_u8")}
@@ -141,6 +149,44 @@ def _row3x2_functions(dtype: str, helper: str):
     return desc, impl
 
 
+def _widened_dot4_functions(dtype: str, helper: str):
+    """(description, implementation) PrimFuncs of the 4-long dot product over `dtype` activations held in an int16
+    buffer (`Schedule.unsafe_set_dtype`: each read narrows back to `dtype`, lossless) laid out (2, 2) as
+    a[k % 2, k // 2], i.e. (a0, a2, a1, a3) in memory."""
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, w: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (2, 2), "int16", offset_factor=1)
+        W = T.match_buffer(w, (4,), "int8", offset_factor=1)
+        C = T.match_buffer(c, (1,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0], A[0:2, 0:2], W[0:4])
+            T.writes(C[0])
+            for k in T.serial(0, 4):
+                with T.sblock("update"):
+                    vk = T.axis.remap("R", [k])
+                    C[0] = C[0] + T.Cast("int32", T.Cast(dtype, A[vk % 2, vk // 2])) * T.Cast("int32", W[vk])
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, w: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (2, 2), "int16", offset_factor=1)
+        W = T.match_buffer(w, (4,), "int8", offset_factor=1)
+        C = T.match_buffer(c, (1,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0], A[0:2, 0:2], W[0:4])
+            T.writes(C[0])
+            C[0] = T.call_extern("int32", helper, A.access_ptr("r"), W.access_ptr("r"), C[0])
+
+    return desc, impl
+
+
+def widened_dot4_intrin(dtype: str) -> str:
+    """The name of the 4-long dot-product tensor intrinsic for `dtype` (int8 or uint8) activations widened to int16
+    and interleaved (see the module docstring), registered with TVM on first use."""
+    name = _WIDENED_DOT4[dtype]
+    return _register(name, lambda: _widened_dot4_functions(dtype, _WIDENED_HELPER))
+
+
 def row3x2_intrin(dtype: str) -> str:
     """The name of the tensor intrinsic for one 3-tap depthwise row under two output pixels (`dtype`: int8 or
     uint8 activations), registered with TVM on first use. The helper builds the weight pair (w0, w2) from the row's
@@ -229,6 +275,32 @@ static inline int32_t {helper}(const {a_type}* a, int32_t s, const int8_t* w, in
 """
 
 
+def _widened_helper_source(helper: str) -> str:
+    guard = helper.upper()
+    return f"""#ifndef {guard}
+#define {guard}
+#include <string.h>
+#if defined(__ARM_FEATURE_DSP)
+#include <arm_acle.h>
+#endif
+/* acc + a0*w[0] + a1*w[1] + a2*w[2] + a3*w[3], a stored as int16 (a0, a2, a1, a3) (tvm_adapter/dsp.py) */
+static inline int32_t {helper}(const int16_t* a, const int8_t* w, int32_t acc) {{
+#if defined(__ARM_FEATURE_DSP)
+  uint32_t a02, a13, y, y13;
+  memcpy(&a02, a, 4);  /* (a0, a2): SMLAD's operand pair as it is */
+  memcpy(&a13, a + 2, 4);
+  memcpy(&y, w, 4);
+  __asm__("sxtb16 %0, %1, ror #8" : "=r"(y13) : "r"(y));
+  acc = __smlad(a02, __sxtb16(y), acc);
+  return __smlad(a13, y13, acc);
+#else
+  return acc + a[0] * w[0] + a[2] * w[1] + a[1] * w[2] + a[3] * w[3];
+#endif
+}}
+#endif
+"""
+
+
 def _row3x2_helper_source(helper: str) -> str:
     widen, a_type = ("uxtb16", "uint8_t") if helper.endswith("u8") else ("sxtb16", "int8_t")
     guard = helper.upper()
@@ -299,6 +371,7 @@ static inline int32_t {helper}(int32_t a, int32_t b) {{
 #: The C helpers kernels may call, by name.
 _HELPERS = {"tvmp_dot4_s8": _helper_source, "tvmp_dot4_u8": _helper_source,
             "tvmp_dot4_strided_s8": _strided_helper_source, "tvmp_dot4_strided_u8": _strided_helper_source,
+            "tvmp_dot4_i16": _widened_helper_source,
             "tvmp_row3x2_s8": _row3x2_helper_source, "tvmp_row3x2_u8": _row3x2_helper_source,
             "tvmp_ssat8": _saturate_source,
             "tvmp_usat8": _saturate_source, "tvmp_smmulr": _smmulr_source}
