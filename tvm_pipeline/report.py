@@ -120,17 +120,17 @@ def memory_report(model_dir: Path) -> str:
 
 def tuning_report(tuning: dict) -> str:
     """Per kernel with a tuning record: instructions of one call untuned vs tuned (measured on the board when it was
-    tuned), the kernel call's own stack, and whether the record was applied (model.json "tuning")."""
+    tuned), the kernel call's own stack, whether the record was applied and what it chose (model.json "tuning")."""
     rows, total_u, total_t = [], 0, 0
     for k in tuning["kernels"]:
         total_u, total_t = total_u + k["untuned_instructions"], total_t + k["tuned_instructions"]
         rows.append([k["kernel"], f"{k['untuned_instructions']:,}", f"{k['tuned_instructions']:,}",
                      f"{k['untuned_instructions'] / max(k['tuned_instructions'], 1):.2f}x",
                      f"{k['untuned_stack_bytes']} -> {k['stack_bytes']}", str(k["trials"]),
-                     "yes" if k["applied"] else "no"])
+                     "yes" if k["applied"] else "no", k.get("schedule", "")])  # older model.json: no schedule
     rows.append(["total (one call each)", f"{total_u:,}", f"{total_t:,}", f"{total_u / max(total_t, 1):.2f}x",
-                 "", "", ""])
+                 "", "", "", ""])
     head = (f"tuned kernels ({tuning['codegen']} code generator, records {tuning['records']}; kernel stack allowed "
             f"{tuning.get('kernel_stack_cap')} B):")
     return head + "\n" + _table(rows, ["kernel", "untuned instr", "tuned instr", "speedup", "stack B", "trials",
-                                         "applied"])
+                                         "applied", "schedule"])

@@ -112,7 +112,7 @@ def lower_tuned(fused: tvm.IRModule, board: Board, rules: list[ScheduleRule], re
              "tuned_instructions": r.tuned_instructions if name in records.applied else r.untuned_instructions,
              "untuned_stack_bytes": r.untuned_stack_bytes,
              "stack_bytes": r.stack_bytes if name in records.applied else r.untuned_stack_bytes,
-             "adds_workspace": bool(r.workspace_bytes and not r.untuned_workspace_bytes)}
+             "adds_workspace": bool(r.workspace_bytes and not r.untuned_workspace_bytes), "schedule": r.schedule}
             for name, r in records.found.items()
         ],
     }

@@ -234,11 +234,8 @@ def format_records(records: list[TuningRecord]) -> str:
     rows = [f"{'kernel':<36}{'untuned':>12}{'tuned':>12}{'speedup':>9}{'stack B':>12}{'failed':>10}  schedule"]
     for r in records:
         stack = f"{r.untuned_stack_bytes}->{r.stack_bytes}"
-        chosen = r.knobs if r.rule else r.trace
-        how = f"{r.rule or 'MetaSchedule'}: " + (
-            "defaults" if chosen is None else ", ".join(f"{k}={v}" for k, v in r.knobs.items()) if r.rule else "trace")
         rows.append(f"{r.tir_name[:35]:<36}{r.untuned_instructions:>12,}{r.tuned_instructions:>12,}"
-                    f"{r.speedup:>8.2f}x{stack:>12}{len(r.failed):>6}/{r.trials}  {how}")
+                    f"{r.speedup:>8.2f}x{stack:>12}{len(r.failed):>6}/{r.trials}  {r.schedule}")
     total_u = sum(r.untuned_instructions for r in records)
     total_t = sum(r.tuned_instructions for r in records)
     rows.append(f"{'total (one call each)':<36}{total_u:>12,}{total_t:>12,}{total_u / max(total_t, 1):>8.2f}x")

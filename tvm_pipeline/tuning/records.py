@@ -46,6 +46,16 @@ class TuningRecord:
     def speedup(self) -> float:
         return self.untuned_instructions / max(self.tuned_instructions, 1)
 
+    @property
+    def schedule(self) -> str:
+        """What was searched and chosen, for tables: a pattern rule's settings, or a MetaSchedule trace ("defaults":
+        nothing beat the untuned schedule)."""
+        if self.rule is not None:
+            chosen = ", ".join(f"{k}={v}" for k, v in self.knobs.items()) if self.knobs else "defaults"
+        else:
+            chosen = "trace" if self.trace is not None else "defaults"
+        return f"{self.rule or 'MetaSchedule'}: {chosen}"
+
 
 def record_path(root: Path, board: str, codegen: str, key: str) -> Path:
     return Path(root) / board / codegen / f"{key}.json"
