@@ -20,8 +20,9 @@ from onnx import helper, numpy_helper, shape_inference
 from tvm_pipeline.planner import ALGORITHMS, OpGraph, OpNode, best_order, format_timeline, liveness, plan_buffers
 from tvm_pipeline.planner.buffers import Problem
 from tvm_pipeline.planner.greedy import linear_offsets
+from tvm_pipeline.data.mlperf import models_dir
 
-MODELS = Path(__file__).resolve().parents[2] / "shared" / "models" / "mlperf-tiny"
+MODELS = models_dir()
 ALIGNMENT = 16
 IN_PLACE_OPS = {"Relu", "Clip", "Sigmoid", "Tanh", "Add", "Sub", "Mul", "QuantizeLinear", "DequantizeLinear",
                 "Reshape", "Flatten", "Squeeze", "Unsqueeze"}  # fmt: skip

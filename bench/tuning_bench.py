@@ -32,8 +32,9 @@ import onnx
 from tvm_pipeline.compiler import CompileOptions, compile_model
 from tvm_pipeline.errors import UserError
 from tvm_pipeline.tuning.model import tune_model
+from tvm_pipeline.data.mlperf import models_dir
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "shared" / "models" / "mlperf-tiny"
+MODELS_DIR = models_dir()
 MODELS = {  # key: (file or zoo name, its ONNX form for counting MACs, MLPerf Tiny v1.1 best cycles on a Cortex-M7
     # F746 @ 216 MHz)
     "ic": ("pretrainedResnet_quant.tflite", "pretrainedResnet_quant.onnx", 13.3e6),

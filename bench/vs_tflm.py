@@ -35,8 +35,9 @@ from tvm_pipeline.board.boards import load_board
 from tvm_pipeline.compiler import CompileOptions, compile_model
 from tvm_pipeline.errors import UserError
 from tvm_pipeline.evaluate import evaluate, random_input
+from tvm_pipeline.data.mlperf import models_dir
 
-MODELS = Path(__file__).resolve().parents[2] / "shared" / "models" / "mlperf-tiny"
+MODELS = models_dir()
 INT8_MODELS = ("pretrainedResnet_quant", "vww_96_int8", "kws_ref_model", "ad01_int8")
 FLOAT_MODELS = ("pretrainedResnet", "vww_96_float", "ad01_fp32")
 BOARDS = ("stm32f746", "generic-m7")  # the first one the model fits

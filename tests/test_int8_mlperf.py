@@ -28,8 +28,9 @@ from tvm_pipeline.board.boards import load_board
 from tvm_pipeline.compiler import compile_model
 from tvm_pipeline.evaluate import Evaluation, evaluate, random_input
 from tvm_pipeline.int8_reference import run_reference
+from tvm_pipeline.data.mlperf import models_dir
 
-MODELS_DIR = Path("/work/shared/models/mlperf-tiny")
+MODELS_DIR = models_dir()
 #: model -> the arena TensorFlow Lite Micro plans for its tensors (README of the models folder): ours must not exceed it.
 MODELS = {"pretrainedResnet_quant": 49_152, "vww_96_int8": 73_728, "kws_ref_model": 16_000, "ad01_int8": None}
 

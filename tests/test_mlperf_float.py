@@ -25,8 +25,9 @@ from tvm_pipeline.compiler import CompileOptions, compile_model
 from tvm_pipeline.errors import UserError
 from tvm_pipeline.evaluate import evaluate, random_input
 from tvm_pipeline.frontend import load_model
+from tvm_pipeline.data.mlperf import models_dir
 
-MODELS = Path(__file__).resolve().parents[1].parent / "shared/models/mlperf-tiny"
+MODELS = models_dir()
 TOLERANCE = 1e-5
 #: ad01_fp32's float weights (1,063,456 B) alone exceed the STM32F746's 1 MB flash; the H743 has 2 MB.
 BOARD = {"pretrainedResnet": "stm32f746", "vww_96_float": "stm32f746", "ad01_fp32": "stm32h743"}

@@ -18,6 +18,7 @@ from tvm_pipeline.passes import pass_names
 from tvm_pipeline.report import memory_report
 from tvm_pipeline.tuning.allowance import load_allowance
 from tvm_pipeline.tuning.sweep import parse_sweeps, run_sweep
+from tvm_pipeline.data.mlperf import models_dir
 from onnx_graphs import save_model
 
 
@@ -97,11 +98,9 @@ def test_sweep_arguments_are_checked():
 def test_tuned_resnet8_keeps_its_measured_peak_sram(tmp_path):
     """The MLPerf Tiny ResNet-8: a short tuning run, then the compiled model's measured peak SRAM (static, arena
     included, + stack) must not rise; it once rose by 16 B when the stack check compared whole firmwares."""
-    from pathlib import Path
-
     from tvm_pipeline.tuning.model import tune_model
 
-    model = Path(__file__).resolve().parents[2] / "shared" / "models" / "mlperf-tiny" / "pretrainedResnet.onnx"
+    model = models_dir() / "pretrainedResnet.onnx"
     if not model.is_file():
         pytest.skip(f"{model} is not on this machine")
     tuning = tune_model(model, "stm32f746", 4, tmp_path / "records", workers=2, progress=False)
