@@ -85,8 +85,9 @@ def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None, widen: bool
     """Schedule a kernel `applies` accepts (see the module docstring); `block` = (channels, pixels) overrides the
     register block. `widen` (K a multiple of 4): col holds the activations widened to int16, in SMLAD's pair order
     (a0, a2, a1, a3) per 4 of K, so the dot products load its pairs as they are (`dsp.widened_dot4_intrin`): twice
-    the workspace, no SXTB16 on the activations (VWW's 6x6 128 -> 128 1x1 conv with a 2 x 3 block: 0.84x the
-    instructions); the fill widens each value once for all output channels."""
+    the workspace (three times for a KxK window, widened from an int8 col), no SXTB16 on the activations (VWW's 6x6
+    128 -> 128 1x1 conv with a 2 x 3 block: 0.84x the instructions); each value is widened once for all output
+    channels."""
     func = sch.mod["main"]
     info = ConvInfo.of(func)
     x, weight = func.params[0], func.params[2 if info.residual is not None else 1]
@@ -121,8 +122,16 @@ def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None, widen: bool
     sch.reorder(i, p_outer, o_outer, k_outer, o_inner, p_inner, k_inner)
     sch.compute_at(col, p_outer)
     if widen and not padded:  # lossless: each read narrows back to the activation type, which is all col holds
-        sch.unsafe_set_dtype(col, 0, "int16")
-        sch.transform_layout(col, ("write", 0), lambda *i: (*i[:-1], i[-1] // 4, i[-1] % 2, i[-1] % 4 // 2))
+        wide = col
+        if window > 1:
+            # A KxK window fills col by (rc, ry, rx): the interleaved int16 index of rc * K*K + ry * K + rx would be
+            # divisions per byte. So col stays int8 and a second pass widens it 4 bytes at a time, the interleave
+            # then a constant per byte (IC's 3x3 convs: 0.93x the instructions where widening pays at all).
+            wide = sch.cache_read(acc, _read_index(sch, acc, sch.get(col).writes[0].source.name), "global")
+        sch.unsafe_set_dtype(wide, 0, "int16")
+        sch.transform_layout(wide, ("write", 0), lambda *i: (*i[:-1], i[-1] // 4, i[-1] % 2, i[-1] % 4 // 2))
+        if window > 1:
+            sch.unroll(sch.split(sch.get_loops(wide)[-1], [None, 4])[1])
     if padded:  # the zero tail written apart, so the fill below has its plain bounds again
         sch.decompose_padding(col, sch.get_loops(col)[-1])
     if window > 1:  # fill col by (rc, ry, rx): plain index arithmetic instead of a division per byte

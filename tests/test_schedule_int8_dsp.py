@@ -122,8 +122,9 @@ def test_widened_col_holds_int16_pairs_in_smlad_order():
     int8_dsp.apply(sch, widen=True)
     after = tvm_adapter.scheduled_func(sch).script()
     assert after.count('T.call_extern("int32", "tvmp_dot4_i16"') == 1 and '"int16"' in after
+    assert 'sblock("pad_reindex_global")' in after  # a 3x3 window: the int8 col is widened in a second pass
     lowered = tvm_adapter.lower_to_c(tvm_adapter.scheduled_func(sch), "conv")
-    assert lowered.workspace_bytes == 2 * 2 * 72  # col: a pixel pair x K int16 values
+    assert lowered.workspace_bytes == 2 * 72 + 2 * 2 * 72  # a pixel pair x K: col (int8), then widened (int16)
     padded, _, _ = _kernel(_conv(np.random.default_rng(1), cin=3, cout=8, k=3), np.zeros((1, 3, 8, 8), np.int8), None)
     assert not any(k["widen"] for k in int8_dsp.knob_space(padded))  # K = 27: zero-padded col stays int8
 
