@@ -40,6 +40,8 @@ BLOCK_SINGLE_PIXEL = (4, 1)
 #: count: on VWW's int8 1x1 convs (1, 4), (2, 3) and (4, 1) each won somewhere, by up to 0.88x the instructions),
 #: each with col as int8 and widened to int16 (`apply`'s `widen`).
 TUNABLE_BLOCKS = ((2, 2), (4, 1), (2, 3), (1, 4), (2, 4), (4, 2), (3, 2))
+#: How `apply` may widen the activations to int16 for the dot products (see `apply`).
+WIDEN = ("fill", "copy")
 
 
 def applies(func) -> bool:
@@ -71,23 +73,27 @@ def _read_index(sch: s_tir.Schedule, block: s_tir.SBlockRV, name: str) -> int:
 def knob_space(func) -> list[dict]:
     """The settings of `apply` that `tvmp tune` measures for kernel `func`, the default first: each register block
     (channels, pixels) that divides the output channels and the row width (another would run as a smaller block),
-    with col as int8 and, where K needs no zero padding, widened to int16."""
+    with col as int8 and, where K needs no zero padding, widened to int16 (each way `apply` has)."""
     info = ConvInfo.of(func)
     out_c, in_c, kh, kw = info.weight_shape
     ow = int(func.params[-1].ty.shape[3])
     default_block = BLOCK if ow % BLOCK[1] == 0 else BLOCK_SINGLE_PIXEL
     blocks = dict.fromkeys(b for b in (default_block, *TUNABLE_BLOCKS) if out_c % b[0] == 0 and ow % b[1] == 0)
-    widths = (False, True) if (in_c * kh * kw) % 4 == 0 else (False,)
-    return [{"block": list(b), "widen": widen} for widen in widths for b in blocks]
+    widen = [None]
+    if (in_c * kh * kw) % 4 == 0:
+        widen += [*WIDEN] if kh * kw > 1 else ["fill"]  # a 1x1 fill is a plain copy: a second pass only adds one
+    return [{"block": list(b), "widen": w} for w in widen for b in blocks]
 
 
-def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None, widen: bool = False) -> None:
+def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None, widen: str | None = None) -> None:
     """Schedule a kernel `applies` accepts (see the module docstring); `block` = (channels, pixels) overrides the
-    register block. `widen` (K a multiple of 4): col holds the activations widened to int16, in SMLAD's pair order
-    (a0, a2, a1, a3) per 4 of K, so the dot products load its pairs as they are (`dsp.widened_dot4_intrin`): twice
-    the workspace (three times for a KxK window, widened from an int8 col), no SXTB16 on the activations (VWW's 6x6
-    128 -> 128 1x1 conv with a 2 x 3 block: 0.84x the instructions); each value is widened once for all output
-    channels."""
+    register block. `widen` (K a multiple of 4; one of WIDEN): the dot products read the activations widened to
+    int16, in SMLAD's pair order (a0, a2, a1, a3) per 4 of K, and load its pairs as they are
+    (`dsp.widened_dot4_intrin`): no SXTB16 on the activations (VWW's 6x6 128 -> 128 1x1 conv with a 2 x 3 block: 0.84x
+    the instructions), each value widened once for all output channels. "fill": col itself is int16 (twice the
+    workspace); "copy": col stays int8 and a second pass widens it 4 bytes at a time (three times the workspace):
+    a KxK window fills col by (rc, ry, rx), where the interleaved index of each byte would take divisions (IC's
+    16x16 32 -> 32 3x3 conv with a 2 x 2 block: 0.93x; KWS's 10x4 stem prefers "fill")."""
     func = sch.mod["main"]
     info = ConvInfo.of(func)
     x, weight = func.params[0], func.params[2 if info.residual is not None else 1]
@@ -121,16 +127,16 @@ def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None, widen: bool
     k_outer, k_inner = sch.split(k, [None, 4])
     sch.reorder(i, p_outer, o_outer, k_outer, o_inner, p_inner, k_inner)
     sch.compute_at(col, p_outer)
-    if widen and not padded:  # lossless: each read narrows back to the activation type, which is all col holds
+    if widen not in (None, *WIDEN):
+        raise ValueError(f"widen must be None or one of {WIDEN}, got {widen!r}")
+    widen = None if padded else widen
+    if widen is not None:  # lossless: each read narrows back to the activation type, which is all col holds
         wide = col
-        if window > 1:
-            # A KxK window fills col by (rc, ry, rx): the interleaved int16 index of rc * K*K + ry * K + rx would be
-            # divisions per byte. So col stays int8 and a second pass widens it 4 bytes at a time, the interleave
-            # then a constant per byte (IC's 3x3 convs: 0.93x the instructions where widening pays at all).
+        if widen == "copy":  # the second pass: 4 bytes at a time, so the interleave is a constant per byte
             wide = sch.cache_read(acc, _read_index(sch, acc, sch.get(col).writes[0].source.name), "global")
         sch.unsafe_set_dtype(wide, 0, "int16")
         sch.transform_layout(wide, ("write", 0), lambda *i: (*i[:-1], i[-1] // 4, i[-1] % 2, i[-1] % 4 // 2))
-        if window > 1:
+        if widen == "copy":
             sch.unroll(sch.split(sch.get_loops(wide)[-1], [None, 4])[1])
     if padded:  # the zero tail written apart, so the fill below has its plain bounds again
         sch.decompose_padding(col, sch.get_loops(col)[-1])
@@ -141,7 +147,7 @@ def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None, widen: bool
     sch.reverse_compute_at(epilogue, o_outer)
     sch.decompose_reduction(acc, k_outer)
     dtype = str(x.ty.dtype.dtype)
-    sch.tensorize(k_inner, dsp.widened_dot4_intrin(dtype) if widen and not padded else dsp.dot4_intrin(dtype))
+    sch.tensorize(k_inner, dsp.dot4_intrin(dtype) if widen is None else dsp.widened_dot4_intrin(dtype))
     # 4 (else 2) steps of the reduction per loop iteration: gcc -O3 does not unroll it, and the loop's own add,
     # compare and branch were ~4 of ~27 instructions a step (IC 0.92x, KWS 0.94x the instructions by 4s)
     steps = int(sch.get(k_outer).extent)

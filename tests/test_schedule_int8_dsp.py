@@ -64,9 +64,9 @@ CASES = {  # name: (conv arguments, input shape (C, H, W))
 WIDENED = [name for name, (args, (c, _, _)) in CASES.items() if c * args["k"] ** 2 % 4 == 0]
 
 
-@pytest.mark.parametrize("name, widen, board", [*((n, False, "stm32f746") for n in CASES),
-                                                *((n, True, "stm32f746") for n in WIDENED),
-                                                (WIDENED[0], True, "cortex-m0")])
+@pytest.mark.parametrize("name, widen, board", [*((n, None, "stm32f746") for n in CASES),
+                                                *((n, w, "stm32f746") for n in WIDENED for w in int8_dsp.WIDEN),
+                                                (WIDENED[0], "copy", "cortex-m0")])
 def test_dsp_schedule_equals_the_numpy_reference_on_the_board(name, widen, board, tmp_path):
     args, (c, h, w) = CASES[name]
     rng = np.random.default_rng(len(name))
@@ -81,7 +81,7 @@ def test_dsp_schedule_equals_the_numpy_reference_on_the_board(name, widen, board
     sch = tvm_adapter.new_schedule(func)
     int8_dsp.apply(sch, widen=widen)
     build = build_kernel(tvm_adapter.scheduled_func(sch), "conv", "c", load_board(board))
-    assert ("tvmp_dot4_i16(" in build.kernel.source) == widen and "smlad" in build.kernel.source
+    assert ("tvmp_dot4_i16(" in build.kernel.source) == (widen is not None) and "smlad" in build.kernel.source
     run = run_kernel(build, inputs, load_board(board), QemuRunner(timeout_s=60), tmp_path)
     assert np.array_equal(run.output.reshape(reference.shape), reference)  # exact: integer sums in another order
 
@@ -117,9 +117,9 @@ def test_dsp_schedule_takes_dense_convs_only():
 
 def test_widened_col_holds_int16_pairs_in_smlad_order():
     func, _, _ = _kernel(_conv(np.random.default_rng(0), cin=8, cout=8, k=3), np.zeros((1, 8, 8, 8), np.int8), None)
-    assert {"block": list(int8_dsp.BLOCK), "widen": True} in int8_dsp.knob_space(func)
+    assert {"block": list(int8_dsp.BLOCK), "widen": "copy"} in int8_dsp.knob_space(func)
     sch = tvm_adapter.new_schedule(func)
-    int8_dsp.apply(sch, widen=True)
+    int8_dsp.apply(sch, widen="copy")
     after = tvm_adapter.scheduled_func(sch).script()
     assert after.count('T.call_extern("int32", "tvmp_dot4_i16"') == 1 and '"int16"' in after
     assert 'sblock("pad_reindex_global")' in after  # a 3x3 window: the int8 col is widened in a second pass
@@ -127,6 +127,9 @@ def test_widened_col_holds_int16_pairs_in_smlad_order():
     assert lowered.workspace_bytes == 2 * 72 + 2 * 2 * 72  # a pixel pair x K: col (int8), then widened (int16)
     padded, _, _ = _kernel(_conv(np.random.default_rng(1), cin=3, cout=8, k=3), np.zeros((1, 3, 8, 8), np.int8), None)
     assert not any(k["widen"] for k in int8_dsp.knob_space(padded))  # K = 27: zero-padded col stays int8
+    pointwise, _, _ = _kernel(_conv(np.random.default_rng(2), cin=8, cout=8, k=1, padding=(0, 0, 0, 0)),
+                              np.zeros((1, 8, 4, 4), np.int8), None)
+    assert {k["widen"] for k in int8_dsp.knob_space(pointwise)} == {None, "fill"}  # a 1x1 fill is a plain copy
 
 
 def test_a_window_not_a_multiple_of_4_is_padded_with_zeros():

@@ -59,7 +59,7 @@ def test_dsp_convs_are_tuned_by_their_register_block(tuned):
         assert record.rule == "int8_dsp" and record.trace is None and record.trials == TRIALS
         assert record.tuned_instructions <= record.untuned_instructions
         space = int8_dsp.knob_space(kernel.func)[:TRIALS]
-        assert space[0] == {"block": list(int8_dsp.BLOCK), "widen": False}  # the rule's default is measured too
+        assert space[0] == {"block": list(int8_dsp.BLOCK), "widen": None}  # the rule's default is measured too
         assert record.knobs is None or (record.knobs in space[1:]
                                         and record.tuned_instructions < record.untuned_instructions)
     assert "int8_dsp: " in format_records(tuned["tuning"].records)
