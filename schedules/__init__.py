@@ -1,8 +1,9 @@
 """Tensor schedules for Cortex-M kernels (TensorIR), and the tuned records shipped with tvm-pipeline.
 
-A schedule rule is a function `rule(sch) -> None` that transforms a `tvm.s_tir.Schedule` over one fused kernel.
-`default.py` holds the rule every kernel gets; pattern-specific rules (the reordered bottleneck, the in-place
-depthwise conv) sit beside it and are listed by `pattern_rules`.
+A schedule rule is a callable `rule(sch, tir_name) -> bool` that schedules a `tvm.s_tir.Schedule` over one fused
+kernel and says whether it took it. `default.py` holds the schedule every other kernel gets; pattern-specific rules
+(the reordered bottlenecks, the DSP convs, the in-place depthwise conv) sit beside it and are listed by
+`pattern_rules`; those with settings `tvmp tune` measures are listed by `tunable_rules`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from collections.abc import Callable
 def pattern_rules(inplace_depthwise: bool = True, dsp: bool = False,
                   memory_first: frozenset[str] = frozenset()) -> list[Callable]:
     """The pattern-specific rules `tvmp compile` tries, in order, before a kernel falls back to the default schedule
-    (tuning records apply only to kernels none of them takes). The patch-stage search and the tuner use the same.
+    (MetaSchedule records apply only to kernels none of them takes; records of a tunable rule's settings apply
+    before them). The patch-stage search and the tuner use the same.
     `dsp`: the board's core has the DSP extension (SMLAD): int8 convs run as tensorized im2col products, int8 3x3
     depthwise convs a window row under two pixels at a time.
     `memory_first`: kernels (TIR names) scheduled for less scratch, slower: reordered int8 bottlenecks with 2
