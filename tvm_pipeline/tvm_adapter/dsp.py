@@ -219,46 +219,37 @@ def _register(name: str, functions: Callable[[], tuple]) -> str:
     return name
 
 
+def _dsp_helper(helper: str, comment: str, signature: str, dsp_body: str, plain_body: str) -> str:
+    """The C definition of `static inline {signature}` named `helper`: `dsp_body` where the core has the DSP extension
+    (ACLE intrinsics available), `plain_body` elsewhere; guarded, so kernels can be concatenated."""
+    guard = helper.upper()
+    return (f"#ifndef {guard}\n#define {guard}\n#include <string.h>\n#if defined(__ARM_FEATURE_DSP)\n"
+            f"#include <arm_acle.h>\n#endif\n/* {comment} (tvm_adapter/dsp.py) */\nstatic inline {signature} {{\n"
+            f"#if defined(__ARM_FEATURE_DSP)\n{dsp_body}#else\n{plain_body}#endif\n}}\n#endif\n")
+
+
 def _helper_source(helper: str) -> str:
     widen, a_type = _WIDEN[helper]
-    guard = helper.upper()
-    return f"""#ifndef {guard}
-#define {guard}
-#include <string.h>
-#if defined(__ARM_FEATURE_DSP)
-#include <arm_acle.h>
-#endif
-/* acc + a[0]*w[0] + a[1]*w[1] + a[2]*w[2] + a[3]*w[3] (tvm_adapter/dsp.py) */
-static inline int32_t {helper}(const {a_type}* a, const int8_t* w, int32_t acc) {{
-#if defined(__ARM_FEATURE_DSP)
-  uint32_t x, y, x13, y13;
+    return _dsp_helper(
+        helper, "acc + a[0]*w[0] + a[1]*w[1] + a[2]*w[2] + a[3]*w[3]",
+        f"int32_t {helper}(const {a_type}* a, const int8_t* w, int32_t acc)",
+        f"""  uint32_t x, y, x13, y13;
   memcpy(&x, a, 4);  /* one (unaligned) word load */
   memcpy(&y, w, 4);
   __asm__("{widen} %0, %1, ror #8" : "=r"(x13) : "r"(x));  /* bytes 1 and 3; the rotation costs nothing */
   __asm__("sxtb16 %0, %1, ror #8" : "=r"(y13) : "r"(y));
   acc = __smlad(__{widen}(x), __sxtb16(y), acc);  /* bytes 0 and 2 */
   return __smlad(x13, y13, acc);
-#else
-  return acc + a[0] * w[0] + a[1] * w[1] + a[2] * w[2] + a[3] * w[3];
-#endif
-}}
-#endif
-"""
+""",
+        "  return acc + a[0] * w[0] + a[1] * w[1] + a[2] * w[2] + a[3] * w[3];\n")
 
 
 def _strided_helper_source(helper: str) -> str:
     a_type = "uint8_t" if helper.endswith("u8") else "int8_t"
-    guard = helper.upper()
-    return f"""#ifndef {guard}
-#define {guard}
-#include <string.h>
-#if defined(__ARM_FEATURE_DSP)
-#include <arm_acle.h>
-#endif
-/* acc + a[0]*w[0] + a[s]*w[1] + a[2s]*w[2] + a[3s]*w[3] (tvm_adapter/dsp.py) */
-static inline int32_t {helper}(const {a_type}* a, int32_t s, const int8_t* w, int32_t acc) {{
-#if defined(__ARM_FEATURE_DSP)
-  uint32_t y;
+    return _dsp_helper(
+        helper, "acc + a[0]*w[0] + a[s]*w[1] + a[2s]*w[2] + a[3s]*w[3]",
+        f"int32_t {helper}(const {a_type}* a, int32_t s, const int8_t* w, int32_t acc)",
+        """  uint32_t y;
   memcpy(&y, w, 4);
   /* the activations as the int16 pairs SXTB16 makes of the weights: (a0, a2) and (a1, a3), one PKHBT each */
   uint32_t x02 = ((uint32_t)(int32_t)a[0] & 0xFFFFu) | ((uint32_t)(int32_t)a[2 * s] << 16);
@@ -267,53 +258,31 @@ static inline int32_t {helper}(const {a_type}* a, int32_t s, const int8_t* w, in
   __asm__("sxtb16 %0, %1, ror #8" : "=r"(y13) : "r"(y));
   acc = __smlad(x02, __sxtb16(y), acc);
   return __smlad(x13, y13, acc);
-#else
-  return acc + a[0] * w[0] + a[s] * w[1] + a[2 * s] * w[2] + a[3 * s] * w[3];
-#endif
-}}
-#endif
-"""
+""",
+        "  return acc + a[0] * w[0] + a[s] * w[1] + a[2 * s] * w[2] + a[3 * s] * w[3];\n")
 
 
 def _widened_helper_source(helper: str) -> str:
-    guard = helper.upper()
-    return f"""#ifndef {guard}
-#define {guard}
-#include <string.h>
-#if defined(__ARM_FEATURE_DSP)
-#include <arm_acle.h>
-#endif
-/* acc + a0*w[0] + a1*w[1] + a2*w[2] + a3*w[3], a stored as int16 (a0, a2, a1, a3) (tvm_adapter/dsp.py) */
-static inline int32_t {helper}(const int16_t* a, const int8_t* w, int32_t acc) {{
-#if defined(__ARM_FEATURE_DSP)
-  uint32_t a02, a13, y, y13;
+    return _dsp_helper(
+        helper, "acc + a0*w[0] + a1*w[1] + a2*w[2] + a3*w[3], a stored as int16 (a0, a2, a1, a3)",
+        f"int32_t {helper}(const int16_t* a, const int8_t* w, int32_t acc)",
+        """  uint32_t a02, a13, y, y13;
   memcpy(&a02, a, 4);  /* (a0, a2): SMLAD's operand pair as it is */
   memcpy(&a13, a + 2, 4);
   memcpy(&y, w, 4);
   __asm__("sxtb16 %0, %1, ror #8" : "=r"(y13) : "r"(y));
   acc = __smlad(a02, __sxtb16(y), acc);
   return __smlad(a13, y13, acc);
-#else
-  return acc + a[0] * w[0] + a[2] * w[1] + a[1] * w[2] + a[3] * w[3];
-#endif
-}}
-#endif
-"""
+""",
+        "  return acc + a[0] * w[0] + a[2] * w[1] + a[1] * w[2] + a[3] * w[3];\n")
 
 
 def _row3x2_helper_source(helper: str) -> str:
     widen, a_type = ("uxtb16", "uint8_t") if helper.endswith("u8") else ("sxtb16", "int8_t")
-    guard = helper.upper()
-    return f"""#ifndef {guard}
-#define {guard}
-#include <string.h>
-#if defined(__ARM_FEATURE_DSP)
-#include <arm_acle.h>
-#endif
-/* acc[0] += a[0]*w[0] + a[1]*w[1] + a[2]*w[2];  acc[1] += a[1]*w[0] + a[2]*w[1] + a[3]*w[2]  (tvm_adapter/dsp.py) */
-static inline void {helper}(const {a_type}* a, const int8_t* w, int32_t* acc) {{
-#if defined(__ARM_FEATURE_DSP)
-  uint32_t x, x13;
+    return _dsp_helper(
+        helper, "acc[0] += a[0]*w[0] + a[1]*w[1] + a[2]*w[2];  acc[1] += a[1]*w[0] + a[2]*w[1] + a[3]*w[2]",
+        f"void {helper}(const {a_type}* a, const int8_t* w, int32_t* acc)",
+        f"""  uint32_t x, x13;
   memcpy(&x, a, 4);  /* a[0..3]: one (unaligned) word load */
   __asm__("{widen} %0, %1, ror #8" : "=r"(x13) : "r"(x));  /* (a1, a3) */
   uint32_t x02 = __{widen}(x);  /* (a0, a2) */
@@ -321,13 +290,10 @@ static inline void {helper}(const {a_type}* a, const int8_t* w, int32_t* acc) {{
   int32_t w1 = w[1];
   acc[0] = __smlabb((int32_t)x13, w1, __smlad(x02, w02, acc[0]));  /* a0*w0 + a2*w2, then a1*w1 */
   acc[1] = __smlatb((int32_t)x02, w1, __smlad(x13, w02, acc[1]));  /* a1*w0 + a3*w2, then a2*w1 */
-#else
-  acc[0] += a[0] * w[0] + a[1] * w[1] + a[2] * w[2];
+""",
+        """  acc[0] += a[0] * w[0] + a[1] * w[1] + a[2] * w[2];
   acc[1] += a[1] * w[0] + a[2] * w[1] + a[3] * w[2];
-#endif
-}}
-#endif
-"""
+""")
 
 
 def _saturate_source(helper: str) -> str:
