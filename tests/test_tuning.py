@@ -29,7 +29,8 @@ def _conv_relu_onnx(path, cin=4, cout=8, hw=12):
     rng = np.random.default_rng(0)
     w = (rng.standard_normal((cout, cin, 3, 3)) * 0.3).astype(np.float32)
     b = (rng.standard_normal(cout) * 0.1).astype(np.float32)
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["y"])]
     save_model(path, nodes, [1, cin, hw, hw], [1, cout, hw, hw], {"w": w, "b": b}, "conv_relu")
 
 

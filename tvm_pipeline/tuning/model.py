@@ -95,11 +95,12 @@ def _untuned_model(model_path: Path, board: Board, input_shapes: dict | None = N
         tir_name = program.kernels[step.kernel].tir_name
         budgets[tir_name] = min(budgets.get(tir_name, free), free)
     read_only = constant_params(tvm_adapter.main_bindings(fused).bindings)
+    tunable_by_rule = [(module.rule, name) for name, module in tunable_rules().items()]
     kernels = []
     for name, budget in budgets.items():
         func = tvm_adapter.prim_func(fused, name)
         taker = next((rule for rule in rules if rule(tvm_adapter.new_schedule(func), name)), None)
-        tunable = next((n for n, module in tunable_rules().items() if module.rule is taker), None)
+        tunable = next((n for rule, n in tunable_by_rule if rule is taker), None)
         if taker is None or tunable is not None:
             kernels.append(TunableKernel(name, func, budget, read_only[name], tunable))
     widest = max((call_args(k) for k in program.kernels.values()), default=0)

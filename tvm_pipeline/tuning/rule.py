@@ -2,8 +2,8 @@
 
 The record is found by the kernel's structural key, the board and the code generator: a MetaSchedule trace (for a
 kernel no pattern rule takes: `__call__`, after the pattern rules) or the settings of a tunable pattern rule
-(`apply_settings`, before them). It is tried on a copy of the schedule first, so a record that no longer replays (a TVM upgrade changed a block name) falls back to the default
-schedule instead of leaving a half-applied one.
+(`apply_settings`, before them). It is tried on a copy of the schedule first, so a record that no longer replays (a
+TVM upgrade changed a block name) falls back to the default schedule instead of leaving a half-applied one.
 
 Records never raise memory:
 - scratch: the tuner rejected every candidate with more workspace than the untuned plan had free at the kernel's

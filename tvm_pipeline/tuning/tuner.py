@@ -2,7 +2,8 @@
 
 Measure the untuned (default-scheduled) kernel once, then let MetaSchedule propose `trials` schedules; or, for a
 kernel a tunable pattern rule schedules (`schedules.tunable_rules`: the int8 DSP convs), measure that rule's settings
-(its `knob_space`, at most `trials` of them) against the rule's defaults. Each candidate is lowered for the code generator (C for gcc, or an LLVM object for the board's CPU) and checked, cheapest check first:
+(its `knob_space`, at most `trials` of them) against the rule's defaults. Each candidate is lowered for the code
+generator (C for gcc, or an LLVM object for the board's CPU) and checked, cheapest check first:
 
 1. workspace <= `workspace_budget` (default: the untuned kernel's; `tune_model` passes the arena bytes free at the
    kernel's steps, so the arena cannot grow);
