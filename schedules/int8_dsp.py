@@ -29,6 +29,7 @@ from tvm import s_tir
 
 from schedules import default
 from schedules.bottleneck_int8 import ConvInfo
+from tvm_pipeline import tvm_adapter
 from tvm_pipeline.tvm_adapter import dsp
 
 #: (output channels, pixels) a pass over k computes when the pixel count allows pixel pairs: 4 accumulators, and
@@ -37,11 +38,18 @@ BLOCK = (2, 2)
 #: ... and when it does not (an odd pixel count): each col word serves 4 channels.
 BLOCK_SINGLE_PIXEL = (4, 1)
 #: The register blocks `tvmp tune` measures on the board (the best depends on K, the row width and the channel
-#: count: on VWW's int8 1x1 convs (1, 4), (2, 3) and (4, 1) each won somewhere, by up to 0.88x the instructions),
-#: each with col as int8 and widened to int16 (`apply`'s `widen`).
-TUNABLE_BLOCKS = ((2, 2), (4, 1), (2, 3), (1, 4), (2, 4), (4, 2), (3, 2))
+#: count: on VWW's int8 1x1 convs (1, 4), (2, 3) and (4, 1) each won somewhere, by up to 0.88x the instructions;
+#: (8, 1) on KWS's 25 x 5 1x1 convs with prepacked weights: 0.96x (4, 1)'s), each with col as int8 and widened to
+#: int16 (`apply`'s `widen`) and the weights as they are or prepacked (`pack_weights`).
+TUNABLE_BLOCKS = ((2, 2), (4, 1), (2, 3), (1, 4), (2, 4), (4, 2), (3, 2), (8, 1))
 #: How `apply` may widen the activations to int16 for the dot products (see `apply`).
 WIDEN = ("fill", "copy")
+
+
+def _pair_order(*index):
+    """The last axis k -> (k // 4, k % 2, k % 4 // 2): (x0, x2, x1, x3) per 4, the int16 pairs SMLAD multiplies."""
+    *outer, k = index
+    return (*outer, k // 4, k % 2, k % 4 // 2)
 
 
 def applies(func) -> bool:
@@ -73,19 +81,22 @@ def _read_index(sch: s_tir.Schedule, block: s_tir.SBlockRV, name: str) -> int:
 def knob_space(func) -> list[dict]:
     """The settings of `apply` that `tvmp tune` measures for kernel `func`, the default first: each register block
     (channels, pixels) that divides the output channels and the row width (another would run as a smaller block),
-    with col as int8 and, where K needs no zero padding, widened to int16 (each way `apply` has)."""
+    with col as int8 and, where K needs no zero padding, widened to int16 (each way `apply` has), each with the
+    weights as they are and, where K needs no padding, prepacked."""
     info = ConvInfo.of(func)
     out_c, in_c, kh, kw = info.weight_shape
     ow = int(func.params[-1].ty.shape[3])
     default_block = BLOCK if ow % BLOCK[1] == 0 else BLOCK_SINGLE_PIXEL
     blocks = dict.fromkeys(b for b in (default_block, *TUNABLE_BLOCKS) if out_c % b[0] == 0 and ow % b[1] == 0)
-    widen = [None]
+    widen, pack = [None], [False]
     if (in_c * kh * kw) % 4 == 0:
         widen += [*WIDEN] if kh * kw > 1 else ["fill"]  # a 1x1 fill is a plain copy: a second pass only adds one
-    return [{"block": list(b), "widen": w} for w in widen for b in blocks]
+        pack.append(True)
+    return [{"block": list(b), "widen": w, "pack_weights": p} for w in widen for b in blocks for p in pack]
 
 
-def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None, widen: str | None = None) -> None:
+def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None, widen: str | None = None,
+          pack_weights: bool = False) -> None:
     """Schedule a kernel `applies` accepts (see the module docstring); `block` = (channels, pixels) overrides the
     register block. `widen` (K a multiple of 4; one of WIDEN): the dot products read the activations widened to
     int16, in SMLAD's pair order (a0, a2, a1, a3) per 4 of K, and load its pairs as they are
@@ -93,7 +104,10 @@ def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None, widen: str 
     the instructions), each value widened once for all output channels. "fill": col itself is int16 (twice the
     workspace); "copy": col stays int8 and a second pass widens it 4 bytes at a time (three times the workspace):
     a KxK window fills col by (rc, ry, rx), where the interleaved index of each byte would take divisions (IC's
-    16x16 32 -> 32 3x3 conv with a 2 x 2 block: 0.93x; KWS's 10x4 stem prefers "fill")."""
+    16x16 32 -> 32 3x3 conv with a 2 x 2 block: 0.93x; KWS's 10x4 stem prefers "fill").
+    `pack_weights` (K a multiple of 4): the weights are read as int16 pairs in the same order, rewritten so at compile
+    time (`tvm_adapter.mark_prepack`: the model must pass them as a constant; twice their flash): no SXTB16 on the
+    weights either (KWS's 25 x 5 64 -> 64 1x1 conv: 0.85x the instructions)."""
     func = sch.mod["main"]
     info = ConvInfo.of(func)
     x, weight = func.params[0], func.params[2 if info.residual is not None else 1]
@@ -105,11 +119,20 @@ def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None, widen: str 
     sch.transform_layout(acc, ("read", _read_index(sch, acc, weight.name)),
                          lambda o, c, y, xx: (o, c * window + y * kw + xx))
     sch.transform_block_layout(acc, lambda b, o, i, j, rc, ry, rx: (b, o, i, j, rc * window + ry * kw + rx))
-    reads = [region.source.name for region in sch.get(acc).reads]
-    col = sch.reindex(acc, ("read", next(i for i, name in enumerate(reads) if name != weight.name)))
-    # the padding stage and any input views, into col (which copies the padded input: it stays a stage)
-    default._inline_injective(sch, keep=(sch.get(col).name_hint, "conv_requantize"))  # noqa: SLF001
     padded = (in_c * window) % 4 != 0
+    weights = {weight.name}
+    if pack_weights and not padded:  # (o, k) -> int16 (o, k // 4, k % 2, k % 4 // 2): SMLAD's pairs, as col's below
+        packed = sch.cache_read(acc, _read_index(sch, acc, weight.name), "global")
+        tvm_adapter.mark_prepack(sch, packed)
+        sch.unsafe_set_dtype(packed, 0, "int16")
+        sch.transform_layout(packed, ("write", 0), _pair_order)
+        weights.add(sch.get(packed).writes[0].source.name)
+    pack_weights = len(weights) > 1
+    reads = [region.source.name for region in sch.get(acc).reads]
+    col = sch.reindex(acc, ("read", next(i for i, name in enumerate(reads) if name not in weights)))
+    # the padding stage and any input views, into col (which copies the padded input: it stays a stage)
+    keep = (sch.get(col).name_hint, "conv_requantize", *([sch.get(packed).name_hint] if pack_weights else []))
+    default._inline_injective(sch, keep=keep)  # noqa: SLF001
     if padded:  # K padded to a multiple of 4 with zeros: col and a copy of the weight get a zero tail
         sch.pad_einsum(acc, [1, 1, 1, 1, 4])
         padded_col = sch.get_consumers(col)[0]
@@ -135,7 +158,7 @@ def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None, widen: str 
         if widen == "copy":  # the second pass: 4 bytes at a time, so the interleave is a constant per byte
             wide = sch.cache_read(acc, _read_index(sch, acc, sch.get(col).writes[0].source.name), "global")
         sch.unsafe_set_dtype(wide, 0, "int16")
-        sch.transform_layout(wide, ("write", 0), lambda *i: (*i[:-1], i[-1] // 4, i[-1] % 2, i[-1] % 4 // 2))
+        sch.transform_layout(wide, ("write", 0), _pair_order)
         if widen == "copy":
             sch.unroll(sch.split(sch.get_loops(wide)[-1], [None, 4])[1])
     if padded:  # the zero tail written apart, so the fill below has its plain bounds again
@@ -147,7 +170,7 @@ def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None, widen: str 
     sch.reverse_compute_at(epilogue, o_outer)
     sch.decompose_reduction(acc, k_outer)
     dtype = str(x.ty.dtype.dtype)
-    sch.tensorize(k_inner, dsp.dot4_intrin(dtype) if widen is None else dsp.widened_dot4_intrin(dtype))
+    sch.tensorize(k_inner, dsp.dot4_intrin(dtype, wide=widen is not None, packed=pack_weights))
     # 4 (else 2) steps of the reduction per loop iteration: gcc -O3 does not unroll it, and the loop's own add,
     # compare and branch were ~4 of ~27 instructions a step (IC 0.92x, KWS 0.94x the instructions by 4s)
     steps = int(sch.get(k_outer).extent)

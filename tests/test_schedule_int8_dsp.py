@@ -64,10 +64,12 @@ CASES = {  # name: (conv arguments, input shape (C, H, W))
 WIDENED = [name for name, (args, (c, _, _)) in CASES.items() if c * args["k"] ** 2 % 4 == 0]
 
 
-@pytest.mark.parametrize("name, widen, board", [*((n, None, "stm32f746") for n in CASES),
-                                                *((n, w, "stm32f746") for n in WIDENED for w in int8_dsp.WIDEN),
-                                                (WIDENED[0], "copy", "cortex-m0")])
-def test_dsp_schedule_equals_the_numpy_reference_on_the_board(name, widen, board, tmp_path):
+@pytest.mark.parametrize("name, widen, pack, board", [
+    *((n, None, False, "stm32f746") for n in CASES),
+    *((n, w, False, "stm32f746") for n in WIDENED for w in int8_dsp.WIDEN),
+    *((n, w, True, "stm32f746") for n in WIDENED for w in (None, *int8_dsp.WIDEN)),
+    (WIDENED[0], "copy", False, "cortex-m0"), (WIDENED[0], "fill", True, "cortex-m0")])
+def test_dsp_schedule_equals_the_numpy_reference_on_the_board(name, widen, pack, board, tmp_path):
     args, (c, h, w) = CASES[name]
     rng = np.random.default_rng(len(name))
     conv = _conv(rng, **args)
@@ -79,10 +81,13 @@ def test_dsp_schedule_equals_the_numpy_reference_on_the_board(name, widen, board
     func, inputs, reference = _kernel(conv, x, skip)
     assert int8_dsp.applies(func)
     sch = tvm_adapter.new_schedule(func)
-    int8_dsp.apply(sch, widen=widen)
-    build = build_kernel(tvm_adapter.scheduled_func(sch), "conv", "c", load_board(board))
-    assert ("tvmp_dot4_i16(" in build.kernel.source) == (widen is not None) and "smlad" in build.kernel.source
-    run = run_kernel(build, inputs, load_board(board), QemuRunner(timeout_s=60), tmp_path)
+    int8_dsp.apply(sch, widen=widen, pack_weights=pack)
+    constants = tuple(range(1 + (skip is not None), len(inputs)))  # weight, bias, multiplier, shift
+    build = build_kernel(tvm_adapter.scheduled_func(sch), "conv", "c", load_board(board), constants)
+    helper = f"tvmp_dot4_{'i16' if widen else {'int8': 's8', 'uint8': 'u8'}[dtype]}{'_w16' if pack else ''}("
+    assert helper in build.kernel.source and "smlad" in build.kernel.source
+    assert [p.param for p in build.kernel.prepack] == ([constants[0]] if pack else [])
+    run = run_kernel(build, inputs, load_board(board), QemuRunner(timeout_s=60), tmp_path)  # packs the weight
     assert np.array_equal(run.output.reshape(reference.shape), reference)  # exact: integer sums in another order
 
 
@@ -117,7 +122,7 @@ def test_dsp_schedule_takes_dense_convs_only():
 
 def test_widened_col_holds_int16_pairs_in_smlad_order():
     func, _, _ = _kernel(_conv(np.random.default_rng(0), cin=8, cout=8, k=3), np.zeros((1, 8, 8, 8), np.int8), None)
-    assert {"block": list(int8_dsp.BLOCK), "widen": "copy"} in int8_dsp.knob_space(func)
+    assert {"block": list(int8_dsp.BLOCK), "widen": "copy", "pack_weights": False} in int8_dsp.knob_space(func)
     sch = tvm_adapter.new_schedule(func)
     int8_dsp.apply(sch, widen="copy")
     after = tvm_adapter.scheduled_func(sch).script()
@@ -126,7 +131,7 @@ def test_widened_col_holds_int16_pairs_in_smlad_order():
     lowered = tvm_adapter.lower_to_c(tvm_adapter.scheduled_func(sch), "conv")
     assert lowered.workspace_bytes == 2 * 72 + 2 * 2 * 72  # a pixel pair x K: col (int8), then widened (int16)
     padded, _, _ = _kernel(_conv(np.random.default_rng(1), cin=3, cout=8, k=3), np.zeros((1, 3, 8, 8), np.int8), None)
-    assert not any(k["widen"] for k in int8_dsp.knob_space(padded))  # K = 27: zero-padded col stays int8
+    assert not any(k["widen"] or k["pack_weights"] for k in int8_dsp.knob_space(padded))  # K = 27: zero-padded, int8
     pointwise, _, _ = _kernel(_conv(np.random.default_rng(2), cin=8, cout=8, k=1, padding=(0, 0, 0, 0)),
                               np.zeros((1, 8, 4, 4), np.int8), None)
     assert {k["widen"] for k in int8_dsp.knob_space(pointwise)} == {None, "fill"}  # a 1x1 fill is a plain copy
@@ -147,3 +152,26 @@ def test_a_window_not_a_multiple_of_4_is_padded_with_zeros():
 def test_only_boards_with_the_dsp_extension_get_the_rule():
     assert load_board("stm32f746").dsp and load_board("nrf52840").dsp and not load_board("cortex-m0").dsp
     assert int8_dsp.rule in pattern_rules(dsp=True) and int8_dsp.rule not in pattern_rules()
+
+
+def test_packed_weights_are_int16_pairs_rewritten_at_compile_time():
+    rng = np.random.default_rng(3)
+    conv = _conv(rng, cin=8, cout=4, k=1, padding=(0, 0, 0, 0))
+    func, inputs, _ = _kernel(conv, np.zeros((1, 8, 3, 3), np.int8), None)
+    packed_default = {"block": list(int8_dsp.BLOCK_SINGLE_PIXEL), "widen": None, "pack_weights": True}
+    assert packed_default in int8_dsp.knob_space(func)
+    sch = tvm_adapter.new_schedule(func)
+    int8_dsp.apply(sch, pack_weights=True)
+    after = tvm_adapter.scheduled_func(sch).script()
+    # the copy to int16 pairs is a marked stage at the top level; the dot products read the copy
+    assert after.count("meta_schedule.layout_rewrite_preproc") == 1
+    assert after.count('T.call_extern("int32", "tvmp_dot4_s8_w16"') == 1
+    lowered = tvm_adapter.lower_to_c(tvm_adapter.scheduled_func(sch), "conv", (1, 2, 3, 4))
+    weight = lowered.params[1]
+    assert (weight.dtype, weight.nbytes, lowered.workspace_bytes) == ("int16", 2 * conv.weight.size, 0)
+    (prepack,) = lowered.prepack
+    # (o, k) -> (o, k // 4, k % 2, k % 4 // 2): each 4 of k stored (w0, w2, w1, w3) as int16, SMLAD's pairs
+    expected = conv.weight.reshape(4, 2, 2, 2).transpose(0, 1, 3, 2).astype(np.int16)
+    assert prepack.param == 1 and np.array_equal(prepack(inputs[1]), expected)
+    with pytest.raises(ValueError, match="prepacked parameter must be passed a constant"):
+        tvm_adapter.lower_to_c(tvm_adapter.scheduled_func(sch), "conv")  # a weight the model computes: no rewrite

@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from schedules import int8_dsp
+from schedules import int8_dsp, pattern_rules
 from tvm_pipeline.board.boards import load_board
-from tvm_pipeline.compiler import CompileOptions, compile_model
+from tvm_pipeline.compiler import CompileOptions, compile_model, fused_graph
+from tvm_pipeline.frontend import load_model
 from tvm_pipeline.evaluate import evaluate
 from tvm_pipeline.quantize import quantize_model
 from tvm_pipeline.tuning.model import format_records, model_kernels, tune_model
+from tvm_pipeline.tuning.apply import lower_tuned
 from tvm_pipeline.tuning.records import save_record
 from onnx_graphs import save_model
 
@@ -59,7 +61,7 @@ def test_dsp_convs_are_tuned_by_their_register_block(tuned):
         assert record.rule == "int8_dsp" and record.trace is None and record.trials == TRIALS
         assert record.tuned_instructions <= record.untuned_instructions
         space = int8_dsp.knob_space(kernel.func)[:TRIALS]
-        assert space[0] == {"block": list(int8_dsp.BLOCK), "widen": None}  # the rule's default is measured too
+        assert space[0] == {"block": list(int8_dsp.BLOCK), "widen": None, "pack_weights": False}  # measured too
         assert record.knobs is None or (record.knobs in space[1:]
                                         and record.tuned_instructions < record.untuned_instructions)
     assert "int8_dsp: " in format_records(tuned["tuning"].records)
@@ -71,9 +73,9 @@ def test_records_keep_int8_outputs_bit_identical_and_peak_sram(tuned, tmp_path):
     the board, no more peak SRAM."""
     records = tuned["root"] / "records"
     forced = tmp_path / "forced"
-    for record in tuned["tuning"].records:  # every conv with the (4, 1) block, whatever the search chose
+    for record in tuned["tuning"].records:  # every conv with the (4, 1) block and prepacked weights (the 1x1's: K = 8)
         if record.rule == "int8_dsp":
-            save_record(forced, dataclasses.replace(record, knobs={"block": [4, 1]}))
+            save_record(forced, dataclasses.replace(record, knobs={"block": [4, 1], "pack_weights": True}))
     x = np.random.default_rng(3).integers(-128, 128, (1, 3, 12, 12)).astype(np.int8)  # the int8 model's input
     runs = {}
     for name, folder in (("untuned", tmp_path / "none"), ("tuned", records), ("forced", forced)):
@@ -85,3 +87,20 @@ def test_records_keep_int8_outputs_bit_identical_and_peak_sram(tuned, tmp_path):
     applied = [k for k in json.loads((tmp_path / "forced" / "model.json").read_text())["tuning"]["kernels"]
                if k["applied"]]
     assert len(applied) == 2  # the settings records were applied before the int8_dsp rule took the kernels
+    # the 1x1 conv's 8 x 8 weights are stored as the kernel reads them: int16 pairs, rewritten at compile time
+    assert "const int16_t weight_" in (tmp_path / "forced" / "weights.c").read_text()
+
+
+def test_prepacked_weights_never_take_the_model_past_the_flash(tuned, tmp_path):
+    forced = tmp_path / "forced"
+    for record in tuned["tuning"].records:
+        if record.rule == "int8_dsp":
+            save_record(forced, dataclasses.replace(record, knobs={"block": [4, 1], "pack_weights": True}))
+    fused = fused_graph(load_model(tuned["model"], {}), CompileOptions(disabled_passes=NO_PATCHES))[0]
+    rules = pattern_rules(dsp=True)
+    packed = lower_tuned(fused, BOARD, rules, forced, "c", "auto").program.weight_bytes
+    untuned = lower_tuned(fused, BOARD, rules, tmp_path / "none", "c", "auto").program.weight_bytes
+    assert packed == untuned + 8 * 8  # the 1x1's 64 int8 weights, now int16
+    small = dataclasses.replace(BOARD, flash=dataclasses.replace(BOARD.flash, size=untuned))
+    lowered = lower_tuned(fused, small, rules, forced, "c", "auto")
+    assert lowered.program.weight_bytes == untuned and any("flash" in n for n in lowered.notes)

@@ -21,13 +21,16 @@ def _symbol(tir_name: str) -> str:
     return "tvmp_" + re.sub(r"[^0-9A-Za-z_]", "_", tir_name)
 
 
-def _lower_kernel(mod: tvm.IRModule, tir_name: str, rules: list[ScheduleRule], read_only: tuple[int, ...]) -> Kernel:
+def _lower_kernel(mod: tvm.IRModule, tir_name: str, rules: list[ScheduleRule],
+                  read_only: tuple[int, ...]) -> tuple[Kernel, dict[int, tvm_adapter.Prepack]]:
+    """The kernel, and how to rewrite the constants of the parameters its schedule prepacks (by index)."""
     sch = tvm_adapter.new_schedule(tvm_adapter.prim_func(mod, tir_name))
     if not any(rule(sch, tir_name) for rule in rules):
         default_schedule.apply(sch)
     lowered = tvm_adapter.lower_to_c(tvm_adapter.scheduled_func(sch), _symbol(tir_name), read_only)
-    return Kernel(lowered.symbol, lowered.source, lowered.params, lowered.workspace_bytes, tir_name,
-                  lowered.inplace_params)
+    kernel = Kernel(lowered.symbol, lowered.source, lowered.params, lowered.workspace_bytes, tir_name,
+                    lowered.inplace_params)
+    return kernel, {p.param: p for p in lowered.prepack}
 
 
 def constant_params(bindings) -> dict[str, tuple[int, ...]]:
@@ -42,7 +45,8 @@ def constant_params(bindings) -> dict[str, tuple[int, ...]]:
 def lower_program(mod: tvm.IRModule, rules: list[ScheduleRule] | None = None) -> Program:
     """Lower a fused module (see `tvm_adapter.fuse`) to a Program.
 
-    Identical constants are stored once; each distinct kernel is generated once, however often it is called.
+    Identical constants are stored once; each distinct kernel is generated once, however often it is called. A
+    constant a kernel's schedule prepacks is stored as that kernel reads it (rewritten on the host, per call).
     """
     main = tvm_adapter.main_bindings(mod)
     (input_name, input_type), = main.inputs
@@ -50,6 +54,7 @@ def lower_program(mod: tvm.IRModule, rules: list[ScheduleRule] | None = None) ->
     constants: dict[str, np.ndarray] = {}
     constant_by_digest: dict[str, str] = {}
     kernels: dict[str, Kernel] = {}
+    prepacks: dict[str, dict[int, tvm_adapter.Prepack]] = {}
     steps: list[Step] = []
     alias: dict[str, str] = {}
 
@@ -73,9 +78,11 @@ def lower_program(mod: tvm.IRModule, rules: list[ScheduleRule] | None = None) ->
             steps.append(Step(binding.output, "", (binding.output,), (), binding.output, window))
             continue
         if binding.func_name not in kernels:
-            kernels[binding.func_name] = _lower_kernel(mod, binding.func_name, rules or [],
-                                                       read_only[binding.func_name])
-        args = [constant(a) if isinstance(a, np.ndarray) else alias.get(a, a) for a in binding.args]
+            kernels[binding.func_name], prepacks[binding.func_name] = _lower_kernel(
+                mod, binding.func_name, rules or [], read_only[binding.func_name])
+        prepack = prepacks[binding.func_name]
+        args = [(constant(prepack[i](a) if i in prepack else a) if isinstance(a, np.ndarray) else alias.get(a, a))
+                for i, a in enumerate(binding.args)]
         inputs = tuple(dict.fromkeys(a for a in args if a in tensors))
         tensors[binding.output] = binding.output_type
         steps.append(Step(binding.output, kernels[binding.func_name].symbol, (*args, binding.output), inputs,

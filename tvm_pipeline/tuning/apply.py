@@ -5,7 +5,8 @@ the chosen code generator.
                                                  (each kernel's scheduled PrimFunc is kept, for the LLVM build)
     -> records deeper in stack than the model's peak pays for (`rule.RecordRule.stack_cap`), or with more call
        arguments than the widest untuned call (a new stacked argument)?    lower again without them
-    -> arena larger than with no records?                                 lower again with no records
+    -> arena larger than with no records, or weights (prepacked by some records) past the board's flash?
+                                                                          lower again with no records
     -> codegen "llvm": every kernel into one object for the board's CPU (kernels.o; kernels.c is not shipped)
 
 The result carries what `model.json` records under "tuning" (the per-kernel table `tvmp report` prints).
@@ -89,9 +90,13 @@ def lower_tuned(fused: tvm.IRModule, board: Board, rules: list[ScheduleRule], re
             program, keep = _lower(fused, rules, records)
             arena = plan_arena(program, board.buffer_alignment, planner, reorder)
         untuned_arena = plan_arena(untuned, board.buffer_alignment, planner, reorder)
-        if arena.layout.arena_bytes > untuned_arena.layout.arena_bytes:  # tuning never grows the arena
-            notes.append(f"tuned schedules from {records.records_dir} not used: arena {arena.layout.arena_bytes:,} B "
-                         f"> untuned {untuned_arena.layout.arena_bytes:,} B")
+        # tuning never grows the arena, nor takes the weights past the flash (prepacked weights take more)
+        unused = (f"arena {arena.layout.arena_bytes:,} B > untuned {untuned_arena.layout.arena_bytes:,} B"
+                  if arena.layout.arena_bytes > untuned_arena.layout.arena_bytes else
+                  f"weights {program.weight_bytes:,} B (prepacked) > {board.name}'s flash {board.flash.size:,} B"
+                  if program.weight_bytes > board.flash.size >= untuned.weight_bytes else None)
+        if unused:
+            notes.append(f"tuned schedules from {records.records_dir} not used: {unused}")
             program, keep, arena = untuned, untuned_keep, untuned_arena
             records.applied.clear()
         elif records.applied:

@@ -149,7 +149,11 @@ def write_kernel_folder(build: KernelBuild, inputs: list[np.ndarray], folder: Pa
 
 def run_kernel(build: KernelBuild, inputs: list[np.ndarray], board: Board, runner: Runner,
                folder: Path) -> KernelRun:
-    """Builds the measurement firmware in `folder` and runs it once; raises RunError when it hangs or faults."""
+    """Builds the measurement firmware in `folder` and runs it once; raises RunError when it hangs or faults.
+    `inputs` are what the model passes: a parameter the kernel prepacks gets its value rewritten, as a compiled model
+    stores its constant."""
+    prepack = {p.param: p for p in build.kernel.prepack}
+    inputs = [prepack[i](v) if i in prepack else v for i, v in enumerate(inputs)]
     write_kernel_folder(build, inputs, folder / "src")
     firmware = build_firmware(folder / "src", board, np.zeros(1, np.float32), folder / "build")
     result = runner.run(firmware)

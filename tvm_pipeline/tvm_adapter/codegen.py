@@ -11,6 +11,7 @@ from tvm import ir, s_tir, tirx
 
 from tvm_pipeline.tvm_adapter import dsp
 from tvm_pipeline.tvm_adapter.plane_inplace import plane_inplace_params
+from tvm_pipeline.tvm_adapter.prepack import split_prepack
 from tvm_pipeline.tvm_adapter.types import C_TARGET, LOCAL_SCRATCH_LIMIT_BYTES, KernelParam, LoweredKernel
 
 _LOWERING_PASSES = (
@@ -331,7 +332,11 @@ def lower_to_c(func: tirx.PrimFunc, symbol: str, read_only: tuple[int, ...] = ()
     """Lower one (scheduled) kernel to standalone C with a raw-pointer signature.
 
     `read_only`: indices of the parameters every call passes a constant (a weight in flash), declared `const
-    restrict`."""
+    restrict`. A parameter the schedule rewrites at compile time (`mark_prepack`) must be one of them: the kernel
+    takes the rewritten buffer, and `LoweredKernel.prepack` rewrites the constant."""
+    func, prepack = split_prepack(func)
+    if any(p.param not in read_only for p in prepack):
+        raise ValueError(f"{symbol}: a prepacked parameter must be passed a constant (read_only {read_only})")
     raw, params, workspace_bytes = _lower_chosen(func, symbol, C_TARGET)
     # Element by element: proven on the loops before partitioning and unrolling (either repeats the output's store,
     # which the proof does not follow, but every element is still written once, reading what it read before).
@@ -347,7 +352,7 @@ def lower_to_c(func: tirx.PrimFunc, symbol: str, read_only: tuple[int, ...] = ()
     source = dsp.DECLARATION.sub("", source)
     source = _read_only(source, symbol, read_only)
     helpers_c = _minmax_helpers(helpers) + dsp.helper_definitions(source)
-    return LoweredKernel(symbol, helpers_c + source.strip() + "\n", params, workspace_bytes, inplace)
+    return LoweredKernel(symbol, helpers_c + source.strip() + "\n", params, workspace_bytes, inplace, prepack)
 
 
 
@@ -363,7 +368,7 @@ def build_llvm_object(kernels: list[tuple[tirx.PrimFunc, str]], target: dict) ->
     llvm = tvm.target.Target(target)
     funcs = {}
     for func, symbol in kernels:
-        raw, params, _ = _lower_chosen(func, symbol, llvm)  # as lower_to_c
+        raw, params, _ = _lower_chosen(split_prepack(func)[0], symbol, llvm)  # as lower_to_c
         # LLVM marks the pointers of a `tirx.noalias` function noalias; an output the planner may place over its
         # input (plane by plane) must not be
         funcs[symbol] = raw.without_attr("tirx.noalias") if plane_inplace_params(raw, params) else raw

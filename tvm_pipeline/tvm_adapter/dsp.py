@@ -9,9 +9,11 @@ accumulated into an int32:
 `strided_dot4_intrin(dtype)` is the same product over activations a stride apart (`a[k * stride]`: one pixel's
 channels in an NCHW tensor), as `tvmp_dot4_strided_s8(&a[0], stride, &w[0], acc)`.
 
-`widened_dot4_intrin(dtype)` is the same product over activations already widened to int16 and stored interleaved,
-(a0, a2, a1, a3), as SXTB16 pairs the weight bytes: two word loads and no widening of its own,
+`dot4_intrin(dtype, wide=True)` is the same product over activations already widened to int16 and stored
+interleaved, (a0, a2, a1, a3), as SXTB16 pairs the weight bytes: two word loads and no widening of its own,
 `tvmp_dot4_i16(&a[0], &w[0], acc)` (an im2col buffer filled once and read by every output channel).
+`packed=True`: the weights too are int16 pairs in that order (a constant rewritten at compile time:
+tvm_adapter.prepack), `tvmp_dot4_s8_w16` / `tvmp_dot4_i16_w16`: the weights' two words are SMLAD operands as loaded.
 
 `row3x2_intrin(dtype)` is one row of a 3-wide depthwise window under two neighbouring output pixels (stride 1):
 
@@ -38,20 +40,16 @@ from collections.abc import Callable
 from tvm import s_tir
 from tvm.script import tirx as T
 
-#: Activation dtype -> (tensor intrinsic name, the C helper its implementation calls).
-_DOT4 = {"int8": ("tvmp.dot4_s8s8", "tvmp_dot4_s8"), "uint8": ("tvmp.dot4_u8s8", "tvmp_dot4_u8")}
+#: Activation dtype -> its letters in helper names.
+_LETTERS = {"int8": "s8", "uint8": "u8"}
 
-#: How each helper widens its activation word: SXTB16 sign-extends bytes 0 and 2 (ROR #8: 1 and 3), UXTB16
-#: zero-extends them; the weight word is always int8.
-_WIDEN = {"tvmp_dot4_s8": ("sxtb16", "int8_t"), "tvmp_dot4_u8": ("uxtb16", "uint8_t")}
+#: Letters -> how a helper widens such a word (SXTB16 sign-extends bytes 0 and 2, ROR #8: 1 and 3; UXTB16
+#: zero-extends them) and the C type of its elements.
+_WIDEN = {"s8": ("sxtb16", "int8_t"), "u8": ("uxtb16", "uint8_t")}
 
 #: The same for activations a stride apart.
 _STRIDED_DOT4 = {"int8": ("tvmp.dot4_strided_s8s8", "tvmp_dot4_strided_s8"),
                  "uint8": ("tvmp.dot4_strided_u8s8", "tvmp_dot4_strided_u8")}
-
-#: ... and for activations widened to int16, interleaved (a0, a2, a1, a3): one helper for int8 and uint8 values.
-_WIDENED_DOT4 = {"int8": "tvmp.dot4_i16_s8", "uint8": "tvmp.dot4_i16_u8"}
-_WIDENED_HELPER = "tvmp_dot4_i16"
 
 #: ... and for one 3-wide depthwise row under two output pixels.
 _ROW3X2 = {"int8": ("tvmp.row3x2_s8s8", "tvmp_row3x2_s8"), "uint8": ("tvmp.row3x2_u8s8", "tvmp_row3x2_u8")}
@@ -59,29 +57,37 @@ _ROW3X2 = {"int8": ("tvmp.row3x2_s8s8", "tvmp_row3x2_s8"), "uint8": ("tvmp.row3x
 _registered: set[str] = set()
 
 
-def _dot4_functions(dtype: str, helper: str):
-    """(description, implementation) PrimFuncs of the 4-long dot product for `dtype` activations."""
+def _dot4_functions(dtype: str, helper: str, wide: bool, packed: bool):
+    """(description, implementation) PrimFuncs of the 4-long dot product of `dtype` activations and int8 weights.
+
+    `wide`: the activations are held in an int16 buffer (`Schedule.unsafe_set_dtype`: each read narrows back to
+    `dtype`, lossless) laid out (2, 2) as a[k % 2, k // 2], i.e. (a0, a2, a1, a3) in memory; `packed`: so are the
+    weights (an int16 constant rewritten at compile time, see tvm_adapter.prepack)."""
+    a_shape, a_dtype = ((2, 2), "int16") if wide else ((4,), dtype)
+    w_shape, w_dtype = ((2, 2), "int16") if packed else ((4,), "int8")
 
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, w: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (4,), dtype, offset_factor=1)
-        W = T.match_buffer(w, (4,), "int8", offset_factor=1)
+        A = T.match_buffer(a, a_shape, a_dtype, offset_factor=1)
+        W = T.match_buffer(w, w_shape, w_dtype, offset_factor=1)
         C = T.match_buffer(c, (1,), "int32", offset_factor=1)
         with T.sblock("root"):
-            T.reads(C[0], A[0:4], W[0:4])
+            T.reads(C[0], A[0:2, 0:2] if wide else A[0:4], W[0:2, 0:2] if packed else W[0:4])
             T.writes(C[0])
             for k in T.serial(0, 4):
                 with T.sblock("update"):
                     vk = T.axis.remap("R", [k])
-                    C[0] = C[0] + T.Cast("int32", A[vk]) * T.Cast("int32", W[vk])
+                    C[0] = C[0] + (T.Cast("int32", T.Cast(dtype, A[vk % 2, vk // 2])) if wide
+                                   else T.Cast("int32", A[vk])) * \
+                        (T.Cast("int32", T.Cast("int8", W[vk % 2, vk // 2])) if packed else T.Cast("int32", W[vk]))
 
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, w: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (4,), dtype, offset_factor=1)
-        W = T.match_buffer(w, (4,), "int8", offset_factor=1)
+        A = T.match_buffer(a, a_shape, a_dtype, offset_factor=1)
+        W = T.match_buffer(w, w_shape, w_dtype, offset_factor=1)
         C = T.match_buffer(c, (1,), "int32", offset_factor=1)
         with T.sblock("root"):
-            T.reads(C[0], A[0:4], W[0:4])
+            T.reads(C[0], A[0:2, 0:2] if wide else A[0:4], W[0:2, 0:2] if packed else W[0:4])
             T.writes(C[0])
             C[0] = T.call_extern("int32", helper, A.access_ptr("r"), W.access_ptr("r"), C[0])
 
@@ -149,44 +155,6 @@ def _row3x2_functions(dtype: str, helper: str):
     return desc, impl
 
 
-def _widened_dot4_functions(dtype: str, helper: str):
-    """(description, implementation) PrimFuncs of the 4-long dot product over `dtype` activations held in an int16
-    buffer (`Schedule.unsafe_set_dtype`: each read narrows back to `dtype`, lossless) laid out (2, 2) as
-    a[k % 2, k // 2], i.e. (a0, a2, a1, a3) in memory."""
-
-    @T.prim_func(s_tir=True)
-    def desc(a: T.handle, w: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (2, 2), "int16", offset_factor=1)
-        W = T.match_buffer(w, (4,), "int8", offset_factor=1)
-        C = T.match_buffer(c, (1,), "int32", offset_factor=1)
-        with T.sblock("root"):
-            T.reads(C[0], A[0:2, 0:2], W[0:4])
-            T.writes(C[0])
-            for k in T.serial(0, 4):
-                with T.sblock("update"):
-                    vk = T.axis.remap("R", [k])
-                    C[0] = C[0] + T.Cast("int32", T.Cast(dtype, A[vk % 2, vk // 2])) * T.Cast("int32", W[vk])
-
-    @T.prim_func(s_tir=True)
-    def impl(a: T.handle, w: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (2, 2), "int16", offset_factor=1)
-        W = T.match_buffer(w, (4,), "int8", offset_factor=1)
-        C = T.match_buffer(c, (1,), "int32", offset_factor=1)
-        with T.sblock("root"):
-            T.reads(C[0], A[0:2, 0:2], W[0:4])
-            T.writes(C[0])
-            C[0] = T.call_extern("int32", helper, A.access_ptr("r"), W.access_ptr("r"), C[0])
-
-    return desc, impl
-
-
-def widened_dot4_intrin(dtype: str) -> str:
-    """The name of the 4-long dot-product tensor intrinsic for `dtype` (int8 or uint8) activations widened to int16
-    and interleaved (see the module docstring), registered with TVM on first use."""
-    name = _WIDENED_DOT4[dtype]
-    return _register(name, lambda: _widened_dot4_functions(dtype, _WIDENED_HELPER))
-
-
 def row3x2_intrin(dtype: str) -> str:
     """The name of the tensor intrinsic for one 3-tap depthwise row under two output pixels (`dtype`: int8 or
     uint8 activations), registered with TVM on first use. The helper builds the weight pair (w0, w2) from the row's
@@ -203,11 +171,18 @@ def strided_dot4_intrin(dtype: str) -> str:
     return _register(name, lambda: _strided_dot4_functions(dtype, helper))
 
 
-def dot4_intrin(dtype: str) -> str:
+def dot4_intrin(dtype: str, wide: bool = False, packed: bool = False) -> str:
     """The name of the 4-long dot-product tensor intrinsic for `dtype` (int8 or uint8) activations, registered
-    with TVM on first use."""
-    name, helper = _DOT4[dtype]
-    return _register(name, lambda: _dot4_functions(dtype, helper))
+    with TVM on first use; `wide`: activations widened to int16 and interleaved, `packed`: weights too (see the
+    module docstring)."""
+    helper = _dot4_helper(dtype, wide, packed)
+    return _register(f"tvmp.{helper[5:]}_{_LETTERS[dtype]}", lambda: _dot4_functions(dtype, helper, wide, packed))
+
+
+def _dot4_helper(dtype: str, wide: bool, packed: bool) -> str:
+    """The C helper's name: tvmp_dot4_ then the activations' form (s8, u8, or i16 when widened), then _w16 when the
+    weights are packed."""
+    return f"tvmp_dot4_{'i16' if wide else _LETTERS[dtype]}{'_w16' if packed else ''}"
 
 
 def _register(name: str, functions: Callable[[], tuple]) -> str:
@@ -228,20 +203,38 @@ def _dsp_helper(helper: str, comment: str, signature: str, dsp_body: str, plain_
             f"#if defined(__ARM_FEATURE_DSP)\n{dsp_body}#else\n{plain_body}#endif\n}}\n#endif\n")
 
 
-def _helper_source(helper: str) -> str:
-    widen, a_type = _WIDEN[helper]
+def _pairs(operand: str, form: str) -> tuple[str, str]:
+    """(C that sets `{operand}02` and `{operand}13`, SMLAD's operand pairs of elements 0 and 2, 1 and 3, from the 4
+    elements at pointer `operand`; their C type). `form`: s8 / u8 (one word, widened here) or i16 (widened and
+    interleaved already: two words used as they are)."""
+    x = operand
+    if form == "i16":
+        return (f"  uint32_t {x}02, {x}13;\n  memcpy(&{x}02, {x}, 4);  /* SMLAD's pair as it is */\n"
+                f"  memcpy(&{x}13, {x} + 2, 4);\n", "int16_t")
+    widen, c_type = _WIDEN[form]
+    return (f"  uint32_t {x}w, {x}13;\n  memcpy(&{x}w, {x}, 4);  /* one (unaligned) word load */\n"
+            f"  __asm__(\"{widen} %0, %1, ror #8\" : \"=r\"({x}13) : \"r\"({x}w));  /* the rotation costs nothing */\n"
+            f"  uint32_t {x}02 = __{widen}({x}w);\n", c_type)
+
+
+#: Where element k of a widened, interleaved (x0, x2, x1, x3) operand is stored.
+_INTERLEAVED = (0, 2, 1, 3)
+
+
+def _dot4_helper_source(helper: str) -> str:
+    """tvmp_dot4_{s8,u8,i16}[_w16]: the activations' form, then _w16 when the weights are int16 pairs too."""
+    a_form, packed = helper.split("_")[2], helper.endswith("_w16")
+    a_code, a_type = _pairs("a", a_form)
+    w_code, w_type = _pairs("w", "i16" if packed else "s8")
+    a_at = _INTERLEAVED if a_form == "i16" else range(4)
+    w_at = _INTERLEAVED if packed else range(4)
+    plain = " + ".join(f"a[{i}] * w[{j}]" for i, j in zip(a_at, w_at))
+    stored = "; int16 operands stored (x0, x2, x1, x3)" if a_form == "i16" or packed else ""
     return _dsp_helper(
-        helper, "acc + a[0]*w[0] + a[1]*w[1] + a[2]*w[2] + a[3]*w[3]",
-        f"int32_t {helper}(const {a_type}* a, const int8_t* w, int32_t acc)",
-        f"""  uint32_t x, y, x13, y13;
-  memcpy(&x, a, 4);  /* one (unaligned) word load */
-  memcpy(&y, w, 4);
-  __asm__("{widen} %0, %1, ror #8" : "=r"(x13) : "r"(x));  /* bytes 1 and 3; the rotation costs nothing */
-  __asm__("sxtb16 %0, %1, ror #8" : "=r"(y13) : "r"(y));
-  acc = __smlad(__{widen}(x), __sxtb16(y), acc);  /* bytes 0 and 2 */
-  return __smlad(x13, y13, acc);
-""",
-        "  return acc + a[0] * w[0] + a[1] * w[1] + a[2] * w[2] + a[3] * w[3];\n")
+        helper, f"acc + a0*w0 + a1*w1 + a2*w2 + a3*w3{stored}",
+        f"int32_t {helper}(const {a_type}* a, const {w_type}* w, int32_t acc)",
+        f"{a_code}{w_code}  acc = __smlad(a02, w02, acc);\n  return __smlad(a13, w13, acc);\n",
+        f"  return acc + {plain};\n")
 
 
 def _strided_helper_source(helper: str) -> str:
@@ -260,21 +253,6 @@ def _strided_helper_source(helper: str) -> str:
   return __smlad(x13, y13, acc);
 """,
         "  return acc + a[0] * w[0] + a[s] * w[1] + a[2 * s] * w[2] + a[3 * s] * w[3];\n")
-
-
-def _widened_helper_source(helper: str) -> str:
-    return _dsp_helper(
-        helper, "acc + a0*w[0] + a1*w[1] + a2*w[2] + a3*w[3], a stored as int16 (a0, a2, a1, a3)",
-        f"int32_t {helper}(const int16_t* a, const int8_t* w, int32_t acc)",
-        """  uint32_t a02, a13, y, y13;
-  memcpy(&a02, a, 4);  /* (a0, a2): SMLAD's operand pair as it is */
-  memcpy(&a13, a + 2, 4);
-  memcpy(&y, w, 4);
-  __asm__("sxtb16 %0, %1, ror #8" : "=r"(y13) : "r"(y));
-  acc = __smlad(a02, __sxtb16(y), acc);
-  return __smlad(a13, y13, acc);
-""",
-        "  return acc + a[0] * w[0] + a[2] * w[1] + a[1] * w[2] + a[3] * w[3];\n")
 
 
 def _row3x2_helper_source(helper: str) -> str:
@@ -335,9 +313,9 @@ static inline int32_t {helper}(int32_t a, int32_t b) {{
 
 
 #: The C helpers kernels may call, by name.
-_HELPERS = {"tvmp_dot4_s8": _helper_source, "tvmp_dot4_u8": _helper_source,
+_HELPERS = {**{_dot4_helper(d, wide, packed): _dot4_helper_source for d in _LETTERS for wide in (False, True)
+               for packed in (False, True)},
             "tvmp_dot4_strided_s8": _strided_helper_source, "tvmp_dot4_strided_u8": _strided_helper_source,
-            "tvmp_dot4_i16": _widened_helper_source,
             "tvmp_row3x2_s8": _row3x2_helper_source, "tvmp_row3x2_u8": _row3x2_helper_source,
             "tvmp_ssat8": _saturate_source,
             "tvmp_usat8": _saturate_source, "tvmp_smmulr": _smmulr_source}
