@@ -22,15 +22,15 @@ def _symbol(tir_name: str) -> str:
 
 
 def _lower_kernel(mod: tvm.IRModule, tir_name: str, rules: list[ScheduleRule],
-                  read_only: tuple[int, ...]) -> tuple[Kernel, dict[int, tvm_adapter.Prepack]]:
-    """The kernel, and how to rewrite the constants of the parameters its schedule prepacks (by index)."""
+                  read_only: tuple[int, ...]) -> tuple[Kernel, tvm_adapter.Prepack | None]:
+    """The kernel, and how to rewrite the constants of the parameters its schedule prepacks."""
     sch = tvm_adapter.new_schedule(tvm_adapter.prim_func(mod, tir_name))
     if not any(rule(sch, tir_name) for rule in rules):
         default_schedule.apply(sch)
     lowered = tvm_adapter.lower_to_c(tvm_adapter.scheduled_func(sch), _symbol(tir_name), read_only)
     kernel = Kernel(lowered.symbol, lowered.source, lowered.params, lowered.workspace_bytes, tir_name,
                     lowered.inplace_params)
-    return kernel, {p.param: p for p in lowered.prepack}
+    return kernel, lowered.prepack
 
 
 def constant_params(bindings) -> dict[str, tuple[int, ...]]:
@@ -54,7 +54,7 @@ def lower_program(mod: tvm.IRModule, rules: list[ScheduleRule] | None = None) ->
     constants: dict[str, np.ndarray] = {}
     constant_by_digest: dict[str, str] = {}
     kernels: dict[str, Kernel] = {}
-    prepacks: dict[str, dict[int, tvm_adapter.Prepack]] = {}
+    prepacks: dict[str, tvm_adapter.Prepack | None] = {}
     steps: list[Step] = []
     alias: dict[str, str] = {}
 
@@ -81,8 +81,8 @@ def lower_program(mod: tvm.IRModule, rules: list[ScheduleRule] | None = None) ->
             kernels[binding.func_name], prepacks[binding.func_name] = _lower_kernel(
                 mod, binding.func_name, rules or [], read_only[binding.func_name])
         prepack = prepacks[binding.func_name]
-        args = [(constant(prepack[i](a) if i in prepack else a) if isinstance(a, np.ndarray) else alias.get(a, a))
-                for i, a in enumerate(binding.args)]
+        given = prepack.apply(list(binding.args)) if prepack else binding.args
+        args = [constant(a) if isinstance(a, np.ndarray) else alias.get(a, a) for a in given]
         inputs = tuple(dict.fromkeys(a for a in args if a in tensors))
         tensors[binding.output] = binding.output_type
         steps.append(Step(binding.output, kernels[binding.func_name].symbol, (*args, binding.output), inputs,

@@ -152,8 +152,8 @@ def run_kernel(build: KernelBuild, inputs: list[np.ndarray], board: Board, runne
     """Builds the measurement firmware in `folder` and runs it once; raises RunError when it hangs or faults.
     `inputs` are what the model passes: a parameter the kernel prepacks gets its value rewritten, as a compiled model
     stores its constant."""
-    prepack = {p.param: p for p in build.kernel.prepack}
-    inputs = [prepack[i](v) if i in prepack else v for i, v in enumerate(inputs)]
+    if build.kernel.prepack is not None:
+        inputs = build.kernel.prepack.apply(inputs)
     write_kernel_folder(build, inputs, folder / "src")
     firmware = build_firmware(folder / "src", board, np.zeros(1, np.float32), folder / "build")
     result = runner.run(firmware)

@@ -335,8 +335,9 @@ def lower_to_c(func: tirx.PrimFunc, symbol: str, read_only: tuple[int, ...] = ()
     restrict`. A parameter the schedule rewrites at compile time (`mark_prepack`) must be one of them: the kernel
     takes the rewritten buffer, and `LoweredKernel.prepack` rewrites the constant."""
     func, prepack = split_prepack(func)
-    if any(p.param not in read_only for p in prepack):
-        raise ValueError(f"{symbol}: a prepacked parameter must be passed a constant (read_only {read_only})")
+    if prepack is not None and not set(prepack.params) <= set(read_only):
+        raise ValueError(f"{symbol}: a prepacked parameter must be passed a constant (prepacked {prepack.params}, "
+                         f"constant {read_only})")
     raw, params, workspace_bytes = _lower_chosen(func, symbol, C_TARGET)
     # Element by element: proven on the loops before partitioning and unrolling (either repeats the output's store,
     # which the proof does not follow, but every element is still written once, reading what it read before).

@@ -4,8 +4,8 @@ A schedule may copy a parameter into the layout (and type) its inner loop reads 
 level marked with `PREPACK_ANNOTATION` (`mark_prepack`): MetaSchedule's layout-rewrite preprocessing stage. When the
 model passes that parameter a constant, the copy need not run on the board: `split_prepack` cuts it off with TVM's
 `relax.transform.SplitLayoutRewritePreproc` (the kernel then takes the rewritten buffer as its parameter) and
-returns a `Prepack` per rewritten parameter, which runs the cut-off stage on the host (TVM's LLVM backend) on the
-constant, so the firmware stores the rewritten constant in flash.
+returns a `Prepack`, which runs the cut-off stages on the host (TVM's LLVM backend) on the constants, so the firmware
+stores the rewritten constants in flash.
 """
 
 from __future__ import annotations
@@ -39,19 +39,25 @@ def _dtype(buffer) -> str:
 
 @dataclass(frozen=True)
 class Prepack:
-    """Rewrites the constant passed to kernel parameter `param` into what the split kernel reads."""
+    """Rewrites the constants passed to kernel parameters `params` into what the split kernel reads there."""
 
-    param: int
-    in_shape: tuple[int, ...]  # the stage reads the constant in this shape (its bytes in the model's order)
-    out_shape: tuple[int, ...]
-    out_dtype: str
+    params: tuple[int, ...]
+    in_shapes: tuple[tuple[int, ...], ...]  # the stage reads each constant in this shape (its bytes in model order)
+    out_types: tuple[tuple[tuple[int, ...], str], ...]  # (shape, dtype) of each rewritten constant
     _module: object  # the stage, built for the host
 
-    def __call__(self, value: np.ndarray) -> np.ndarray:
-        src = tvm.runtime.tensor(np.ascontiguousarray(value).reshape(self.in_shape))
-        dst = tvm.runtime.empty(self.out_shape, self.out_dtype)
-        self._module["main"](src, dst)
-        return dst.numpy()
+    def __call__(self, values: list[np.ndarray]) -> list[np.ndarray]:
+        sources = [tvm.runtime.tensor(np.ascontiguousarray(v).reshape(s)) for v, s in zip(values, self.in_shapes)]
+        results = [tvm.runtime.empty(shape, dtype) for shape, dtype in self.out_types]
+        self._module["main"](*sources, *results)
+        return [r.numpy() for r in results]
+
+    def apply(self, args: list) -> list:
+        """`args` (one call's arguments, in parameter order) with the prepacked parameters' constants rewritten."""
+        out = list(args)
+        for index, value in zip(self.params, self([args[i] for i in self.params])):
+            out[index] = value
+        return out
 
 
 def _has_prepack(func: tirx.PrimFunc) -> bool:
@@ -60,11 +66,11 @@ def _has_prepack(func: tirx.PrimFunc) -> bool:
     return any(PREPACK_ANNOTATION in block.annotations for block in blocks)
 
 
-def split_prepack(func: tirx.PrimFunc) -> tuple[tirx.PrimFunc, tuple[Prepack, ...]]:
-    """(the kernel without its prepack stages, one `Prepack` per parameter they rewrite); `func` and () when it has
-    none."""
+def split_prepack(func: tirx.PrimFunc) -> tuple[tirx.PrimFunc, Prepack | None]:
+    """(the kernel without its prepack stages, the `Prepack` of the parameters they rewrite); `func` and None when
+    it has none."""
     if not _has_prepack(func):
-        return func, ()
+        return func, None
     params = [relax.Var(f"p{i}", relax.TensorType(_shape(p), _dtype(p))) for i, p in enumerate(func.params[:-1])]
     out_type = relax.TensorType(_shape(func.params[-1]), _dtype(func.params[-1]))
     with _BUILDER_LOCK:  # a BlockBuilder's scope stack is shared by all threads (the tuner lowers from several)
@@ -75,8 +81,8 @@ def split_prepack(func: tirx.PrimFunc) -> tuple[tirx.PrimFunc, tuple[Prepack, ..
         mod = relax.transform.SplitLayoutRewritePreproc()(builder.get())
     stage, split = mod["kernel_weight_prepack"], mod["kernel_prepacked"]
     host = tvm.compile(tvm.IRModule({"main": stage.with_attr("global_symbol", "main")}), target="llvm")
-    if len(stage.params) != 2:  # (the original buffers..., the rewritten ones...): one Prepack runs the whole stage
-        raise ValueError(f"a kernel may prepack one parameter, not {len(stage.params) // 2}")
-    source, packed = stage.params
-    index = [p.name for p in func.params].index(source.name)
-    return split, (Prepack(index, _shape(source), _shape(packed), _dtype(packed), host),)
+    count = len(stage.params) // 2  # the stage's parameters: the original buffers, then the rewritten ones
+    sources, packed = stage.params[:count], stage.params[count:]
+    names = [p.name for p in func.params]
+    return split, Prepack(tuple(names.index(s.name) for s in sources), tuple(_shape(s) for s in sources),
+                          tuple((_shape(p), _dtype(p)) for p in packed), host)

@@ -67,7 +67,7 @@ class LoweredKernel:
     params: tuple[KernelParam, ...]
     workspace_bytes: int
     inplace_params: tuple[int, ...]  # inputs the output may overwrite (codegen._inplace_params, plane_inplace)
-    prepack: tuple = ()  # tvm_adapter.prepack.Prepack per parameter that takes its constant rewritten on the host
+    prepack: object = None  # tvm_adapter.prepack.Prepack: parameters whose constants are rewritten on the host
 
 
 def tensor_type(ty) -> TensorType:
