@@ -59,7 +59,7 @@ def _clamp(value: tirx.PrimExpr, lo: int, hi: int, dtype: str) -> tirx.PrimExpr:
 
 
 def _requantize(acc: tirx.PrimExpr, multiplier: tirx.PrimExpr, shift: tirx.PrimExpr, requant: Requant,
-                known: tuple[int, int, int] | None = None) -> tirx.PrimExpr:
+                known: tuple[int, int, int] | None = None, nudge: tirx.PrimExpr | None = None) -> tirx.PrimExpr:
     """The epilogue: |acc| < 2^31 and multiplier < 2^31, so the int64 product cannot overflow.
 
     `known` = (bound on |acc|, smallest and largest shift), known at compile time, selects cheaper exact forms.
@@ -71,7 +71,7 @@ def _requantize(acc: tirx.PrimExpr, multiplier: tirx.PrimExpr, shift: tirx.PrimE
     if known is not None and known[1] == known[2]:  # one shift for every channel: a constant (TVM folds its arithmetic)
         shift = _i32(known[1])
     if requant.arithmetic == "tflite":
-        scaled = _tflite_scale(acc, multiplier, shift, known)
+        scaled = _tflite_scale(acc, multiplier, shift, known, nudge)
         return _clamp(scaled + _i32(requant.zero_point), requant.lo, requant.hi, requant.dtype)
     if known is not None and known[1] >= 32:
         # clamped to the shifts `prescaled` gives ([32, 62]): TVM's bound analysis of a shift by an unbounded amount
@@ -142,7 +142,13 @@ def _i32(value: int) -> tirx.PrimExpr:
     return tirx.const(int(value), "int32")
 
 
-def _tflite_scale(x: tirx.PrimExpr, multiplier, exponent, known: tuple[int, int, int] | None = None) -> tirx.PrimExpr:
+def _closed_form(known: tuple[int, int, int] | None) -> bool:
+    """Whether `_tflite_scale` takes the SMMULR form for a value and exponents bounded by `known`."""
+    return known is not None and known[0] << max(known[2], 0) < 1 << 30
+
+
+def _tflite_scale(x: tirx.PrimExpr, multiplier, exponent, known: tuple[int, int, int] | None = None,
+                  nudge: tirx.PrimExpr | None = None) -> tirx.PrimExpr:
     """int8_ops.tflite_scale (TFLite's MultiplyByQuantizedMultiplier) of an int32 value, as int32.
 
     `multiplier`/`exponent`: kernel constants (loaded per channel) or Python ints (folded by the simplifier). Written
@@ -157,7 +163,8 @@ def _tflite_scale(x: tirx.PrimExpr, multiplier, exponent, known: tuple[int, int,
     - |x << left| < 2^30: the high half as `(2x m + 2^31) >> 32` (= `(x m + 2^30) >> 31`), one SMMULR on a DSP core
       (tvm_adapter.codegen);
     - and every exponent < 0 (right >= 1): RoundingDivideByPOT as `(h + 2^(right-1) + (h >> 31)) >> right` (int8_ops'
-      closed form; |h| <= |x| < 2^30, so the sum cannot overflow) instead of the mask and threshold.
+      closed form; |h| <= |x| < 2^30, so the sum cannot overflow) instead of the mask and threshold; `nudge`:
+      2^(right-1) loaded from a constant (`rounding_table`) instead of computed.
     """
     exponent = _i32(exponent) if isinstance(exponent, int) else exponent.astype("int32")
     multiplier = tirx.const(multiplier, "int64") if isinstance(multiplier, int) else multiplier.astype("int64")
@@ -169,11 +176,12 @@ def _tflite_scale(x: tirx.PrimExpr, multiplier, exponent, known: tuple[int, int,
     else:
         right = tirx.max(zero - exponent, zero)
         x = x << tirx.max(exponent, zero)
-    if known is not None and known[0] << max(most, 0) < 1 << 30:
+    if _closed_form(known):
         # x << 1, not x * 2: TVM's simplifier distributes an int64 cast over `(acc + bias) * 2` (two int64 adds)
         high = (((x << _i32(1)).astype("int64") * multiplier + _i64(1 << 31)) >> _i64(32)).astype("int32")
         if most < 0:
-            return (high + (_i32(1) << (right - _i32(1))) + (high >> _i32(31))) >> right
+            nudge = _i32(1) << (right - _i32(1)) if nudge is None else nudge
+            return (high + nudge + (high >> _i32(31))) >> right
     else:
         high = ((x.astype("int64") * multiplier + _i64(1 << 30)) >> _i64(31)).astype("int32")
     # (1 << right) - 1 in uint32: right may be 31, where int32's 1 << 31 overflows
@@ -230,8 +238,12 @@ def _qconv2d(op: QConv2d, x: te.Tensor, consts: dict[str, te.Tensor], skip: te.T
     known = rescale_bound(op.weight, op.bias, str(x.dtype), op.requant.shift)
 
     def epilogue(b, o, i, j):
-        return _requantize(acc[b, o, i, j] + bias[o], _channel(consts["multiplier"], o), _channel(consts["shift"], o),
-                           op.requant, known)
+        if ROUNDING in consts:  # (right shift, nudge) per channel: exponent = -right
+            shift, nudge = _i32(0) - consts[ROUNDING][o, 0], consts[ROUNDING][o, 1]
+        else:
+            shift, nudge = _channel(consts["shift"], o), None
+        return _requantize(acc[b, o, i, j] + bias[o], _channel(consts["multiplier"], o), shift, op.requant, known,
+                           nudge)
 
     if op.residual is None:
         return te.compute(acc.shape, epilogue, name="requantize")
@@ -410,10 +422,37 @@ def _canonical_channels(op: QConv2d | QMatMul) -> QConv2d | QMatMul:
     return replace(op, bias=bias, requant=replace(requant, multiplier=multiplier, shift=shift))
 
 
-def _constants(fold: Fold) -> dict[str, np.ndarray]:
+#: The name of a conv's (right shift, rounding nudge) table, the constant that replaces its shifts where
+#: `rounding_table` gives one.
+ROUNDING = "rounding"
+
+
+def rounding_table(op: QConv2d, x_dtype: str) -> np.ndarray | None:
+    """(C, 2) int32 rows (right, 2^(right-1)) for a TFLite-arithmetic conv whose epilogue takes `_tflite_scale`'s
+    closed form with per-channel exponents (all < 0; right = -exponent): the epilogue then loads both instead of
+    computing them from the exponent per output (~3 instructions; with an int8_dsp register block over channels,
+    every output). None where the exponents are one constant (folded) or the closed form does not apply."""
+    shift = op.requant.shift
+    known = rescale_bound(op.weight, op.bias, x_dtype, shift)
+    if op.requant.arithmetic != "tflite" or known[1] == known[2] or known[2] >= 0 or not _closed_form(known):
+        return None
+    right = -shift.astype(np.int64)
+    return np.stack([right, 1 << (right - 1)], axis=1).astype(np.int32)
+
+
+def shifts_of(rounding_or_shift: np.ndarray) -> np.ndarray:
+    """A conv kernel's per-channel exponents from its shift parameter or its `rounding_table`."""
+    return -rounding_or_shift[:, 0] if rounding_or_shift.ndim == 2 else rounding_or_shift
+
+
+def _constants(fold: Fold, x_dtype: str) -> dict[str, np.ndarray]:
     """The fold's constant parameters, in the order the kernel takes them."""
     op = fold.op
-    if isinstance(op, (QConv2d, QMatMul)):
+    if isinstance(op, QConv2d):
+        table = rounding_table(op, x_dtype)
+        return {"weight": op.weight, "bias": op.bias, "multiplier": op.requant.multiplier,
+                **({"shift": op.requant.shift} if table is None else {ROUNDING: table})}
+    if isinstance(op, QMatMul):
         return {"weight": op.weight, "bias": op.bias, "multiplier": op.requant.multiplier, "shift": op.requant.shift}
     if isinstance(op, (QAvgPool, QRescale)) or isinstance(op, QMaxPool) and op.requant is not None:
         return {"multiplier": op.requant.multiplier, "shift": op.requant.shift}
@@ -442,7 +481,7 @@ def kernel(fold: Fold, input_types: list[TensorType], out_type: TensorType):
         fold = replace(fold, op=_canonical_channels(fold.op))
     inputs = [te.placeholder(t.shape, t.dtype, name=f"x{i}") for i, t in enumerate(input_types)]
     seen = [_view(t, s.views) for t, s in zip(inputs, fold.sources)]
-    constants = _constants(fold)
+    constants = _constants(fold, input_types[0].dtype)
     consts = {name: te.placeholder(value.shape, str(value.dtype), name=name) for name, value in constants.items()}
     op = fold.op
     if op is None:

@@ -245,6 +245,29 @@ def test_pruned_channels_keep_the_outputs_and_the_cheap_epilogue():
     assert "2147483648" in func.script() and "1073741824" not in func.script()
 
 
+def test_per_channel_right_shifts_come_as_a_rounding_table():
+    """A TFLite-arithmetic conv whose channels shift right by different amounts (the closed-form epilogue) takes a
+    (right, 2^(right-1)) table per channel instead of its exponents: the same outputs, nothing left to compute from
+    the exponent per output. A conv with a left shift keeps its exponents."""
+    rng = np.random.default_rng(7)
+    a = rng.integers(-128, 128, (1, 8, 6, 6)).astype(np.int8)
+    weight = rng.integers(-127, 128, (8, 8, 1, 1)).astype(np.int8)
+    reals = rng.uniform(1e-4, 2e-3, 8)
+    conv = QConv2d(weight, rng.integers(-5000, 5000, 8).astype(np.int32), -3, (1, 1), (0, 0, 0, 0), (1, 1), 1,
+                   Requant.from_tflite_scale(reals, 7, -128, 127))
+    assert len(set(conv.requant.shift)) > 1 and conv.requant.shift.max() < 0
+    fold, out = Fold("y", conv, (Source("a"),)), TensorType((1, 8, 6, 6), "int8")
+    func, constants = int8_kernels.kernel(fold, [TensorType(a.shape, "int8")], out)
+    table = constants[-1]
+    assert func.params[-2].name == int8_kernels.ROUNDING and table.shape == (8, 2)
+    assert np.array_equal(table[:, 1], 1 << (table[:, 0] - 1))
+    assert np.array_equal(int8_kernels.shifts_of(table), conv.requant.shift)
+    assert np.array_equal(_run(fold, [a], out), conv.reference(a))
+    reals[0] = 1.3  # a left shift: the general form reads the exponents
+    left = QConv2d(weight, conv.bias, -3, (1, 1), (0, 0, 0, 0), (1, 1), 1, Requant.from_tflite_scale(reals, 7, -128, 127))
+    assert int8_kernels.rounding_table(left, "int8") is None
+
+
 @pytest.mark.parametrize("scale_range, bias", [
     ((1e-5, 2e-3), 5000), ((0.3, 0.45), 5000),
     ((0.4, 0.9), 5000),         # no shift >= 32 form: the general one

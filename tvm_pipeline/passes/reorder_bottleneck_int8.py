@@ -25,7 +25,7 @@ import numpy as np
 import tvm
 
 from schedules.bottleneck_int8 import KERNEL_PREFIX, ConvInfo, Int8BottleneckSpec, kernel, scratch_bytes
-from schedules.int8 import rescale_bound
+from schedules.int8 import rescale_bound, shifts_of
 from tvm_pipeline import tvm_adapter
 from tvm_pipeline.int8_ops import ACTIVATION_DTYPES
 from tvm_pipeline.tvm_adapter import DataflowOp, KernelCall
@@ -55,6 +55,7 @@ def _constants(op: DataflowOp, first: int, channels: int) -> list[np.ndarray]:
     """(weight, bias, multiplier, shift) arguments of a conv kernel call, multiplier/shift per channel (as fold-qdq's
     kernel made them: already in the form its epilogue's cheap paths take, schedules.int8._canonical_channels)."""
     weight, bias, multiplier, shift = op.args[first:first + 4]
+    shift = shifts_of(np.asarray(shift))  # the exponents, also where the kernel takes a rounding table
     per_channel = [np.ascontiguousarray(np.broadcast_to(np.asarray(a).reshape(-1), (channels,)), dtype=np.int32)
                    for a in (bias, multiplier, shift)]
     return [np.asarray(weight, dtype=np.int8), *per_channel]
