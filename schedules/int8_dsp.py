@@ -20,7 +20,9 @@ budgets it like any kernel scratch) for no padding check in the inner loop and 2
 F746 (-O3) the MLPerf int8 models ran in 0.60x (IC), 0.83x (VWW) and 0.80x (KWS) of the scalar schedule's
 instructions (the README's speed figures).
 
-`rule` takes the kernels it applies to when the board has the DSP extension (`schedules.pattern_rules(dsp=True)`).
+Its settings (`knob_space`), measured per kernel by `tvmp tune`: the register block, activations widened to int16
+in col (`widen`), and weights stored as int16 pairs, rewritten at compile time (`pack_weights`). `rule` takes the
+kernels it applies to, with the defaults, when the board has the DSP extension (`schedules.pattern_rules(dsp=True)`).
 """
 
 from __future__ import annotations

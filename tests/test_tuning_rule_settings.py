@@ -17,7 +17,7 @@ from tvm_pipeline.compiler import CompileOptions, compile_model, fused_graph
 from tvm_pipeline.frontend import load_model
 from tvm_pipeline.evaluate import evaluate
 from tvm_pipeline.quantize import quantize_model
-from tvm_pipeline.tuning.model import format_records, model_kernels, tune_model
+from tvm_pipeline.tuning.model import _Job, _measure, _shallower, format_records, model_kernels, tune_model
 from tvm_pipeline.tuning.apply import lower_tuned
 from tvm_pipeline.tuning.records import save_record
 from onnx_graphs import save_model
@@ -104,3 +104,25 @@ def test_prepacked_weights_never_take_the_model_past_the_flash(tuned, tmp_path):
     small = dataclasses.replace(BOARD, flash=dataclasses.replace(BOARD.flash, size=untuned))
     lowered = lower_tuned(fused, small, rules, forced, "c", "auto")
     assert lowered.program.weight_bytes == untuned and any("flash" in n for n in lowered.notes)
+
+
+def test_the_deepest_kernel_is_tuned_again_for_a_shallower_stack(tuned, tmp_path):
+    """Memory first (`model._shallower`): the kernel whose record is the model's deepest is searched again with the
+    next kernel's depth as its stack budget, the untuned schedule's own depth no longer allowed; its new record is
+    shallower or the old one stays."""
+    kernels = {k.tir_name: k for k in model_kernels(tuned["model"], BOARD, disabled_passes=NO_PATCHES)}
+    records = {r.key: r for r in tuned["tuning"].records if r.tir_name in kernels}
+    deep = max(records.values(), key=lambda r: r.stack_bytes)
+    other = min(records.values(), key=lambda r: r.stack_bytes)
+    records[deep.key] = dataclasses.replace(deep, stack_bytes=other.stack_bytes + 64)  # the deepest, by far
+    jobs = {name: _Job(k.func, name, BOARD.name, "c", TRIALS, 0, k.workspace_budget, 8, tmp_path, k.read_only, k.rule)
+            for name, k in kernels.items()}
+    baselines = {name: _measure(job, None) for name, job in jobs.items()}
+    replaced = _shallower(records, jobs, baselines, 1, None)
+    if replaced:  # a setting no deeper than the other kernel, and faster than untuned
+        new = records[deep.key]
+        assert replaced[0].key == deep.key and new.stack_bytes <= other.stack_bytes
+        assert new.tuned_instructions < new.untuned_instructions
+    else:  # none: the deepest record stays as it was
+        assert records[deep.key].stack_bytes == other.stack_bytes + 64
+    assert _shallower({deep.key: deep}, jobs, baselines, 1, None) == []  # one kernel: nothing to be shallower than

@@ -132,13 +132,13 @@ def _measure(job: _Job, runner: Runner | None) -> Baseline:
 
 
 def _tune(job: _Job, baseline: Baseline, stack_budget: int, threads: int = 1,
-          runner: Runner | None = None) -> TuningRecord:
+          runner: Runner | None = None, shallower: bool = False) -> TuningRecord:
     """Tunes one kernel and writes its record at once (so a stopped run resumes after the last finished kernel).
-    Module level, so that a spawned worker process can run it."""
+    Module level, so that a spawned worker process can run it. `shallower`: see `KernelTuner`."""
     tuner = KernelTuner(job.func, job.tir_name, load_board(job.board), runner=runner, workers=threads,
                         codegen=job.codegen, seed=job.seed, workspace_budget=job.workspace_budget,
                         stack_budget=stack_budget, call_args_budget=job.call_args_budget, baseline=baseline,
-                        read_only=job.read_only, rule=job.rule)
+                        read_only=job.read_only, rule=job.rule, shallower=shallower)
     record = tuner.tune(job.trials)
     save_record(job.out_dir, record)
     return record
@@ -221,12 +221,51 @@ def tune_model(model_path: Path, board_name: str, trials: int, out_dir: Path, wo
         for record in _tune_all(list(jobs.values()), baselines, stack_budget, workers, runner, bar):
             records[record.key] = record
         bar.set_postfix_str("tuned model on the board")
-        allowance = model_allowance.ModelAllowance(
-            digest, Path(model_path).name, stack_budget, untuned.stack_peak_bytes, untuned.peak_sram_bytes,
-            untuned_instructions=untuned.instructions)
-        model_allowance.verify(model_path, board.name, codegen, out_dir, allowance, conservative,
-                               disabled_passes=disabled_passes)
+
+        def verified() -> model_allowance.ModelAllowance:
+            fresh = model_allowance.ModelAllowance(
+                digest, Path(model_path).name, stack_budget, untuned.stack_peak_bytes, untuned.peak_sram_bytes,
+                untuned_instructions=untuned.instructions)
+            return model_allowance.verify(model_path, board.name, codegen, out_dir, fresh, conservative,
+                                          disabled_passes=disabled_passes)
+
+        allowance = verified()
+        model_records = {key: records[key] for key in keys if key in records}
+        while deepest := _shallower(model_records, jobs, baselines, workers, runner):
+            bar.set_postfix_str(f"{len(deepest)} deepest kernel(s) made shallower")
+            trial = verified()
+            if trial.tuned_peak_sram_bytes >= allowance.tuned_peak_sram_bytes:  # the peak is set elsewhere: undo
+                for old in deepest:
+                    save_record(out_dir, old)
+                    model_records[old.key] = old
+                allowance = verified()
+                break
+            allowance = trial
+        records.update(model_records)
     return ModelTuning(sorted(records.values(), key=lambda r: order.get(r.key, len(order))), allowance)
+
+
+def _shallower(records: dict[str, TuningRecord], jobs: dict[str, _Job], baselines: dict[str, Baseline],
+               workers: int, runner: Runner | None) -> list[TuningRecord]:
+    """Memory first: the kernels of this run whose records are the model's deepest are tuned again with the next
+    kernel's depth as their stack budget (the fastest setting that shallow and faster than untuned). Returns the
+    records replaced (so the caller can undo it when the model's peak did not drop), or [] when none could be: a
+    deepest kernel tuned by an earlier run, or one with nothing shallower."""
+    if len(records) < 2:
+        return []
+    depth = max(r.stack_bytes or 0 for r in records.values())
+    deepest = [r for r in records.values() if (r.stack_bytes or 0) == depth]
+    if any(r.tir_name not in jobs for r in deepest):
+        return []
+    below = max((r.stack_bytes or 0 for r in records.values() if (r.stack_bytes or 0) < depth), default=0)
+    retuned = [_tune(jobs[r.tir_name], baselines[r.tir_name], below, max(workers, 1), runner, shallower=True)
+               for r in deepest]
+    if any((r.stack_bytes or 0) >= depth for r in retuned):
+        for old in deepest:
+            save_record(jobs[old.tir_name].out_dir, old)
+        return []
+    records.update({r.key: r for r in retuned})
+    return deepest
 
 
 def format_records(records: list[TuningRecord]) -> str:

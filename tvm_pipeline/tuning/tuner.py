@@ -16,7 +16,9 @@ generator (C for gcc, or an LLVM object for the board's CPU) and checked, cheape
 4. output within `RTOL` of the reference: the untuned kernel built as C (exact, like the host), also for LLVM
    candidates, which use fused multiply-adds;
 5. the stack of the kernel call itself (see `measure`) <= `stack_budget` (default: the untuned kernel's;
-   `tune_model` passes the model's allowance, so that its measured peak stack cannot rise: see `allowance`).
+   `tune_model` passes the model's allowance, so that its measured peak stack cannot rise: see `allowance`); the
+   untuned kernel's own stack is always allowed, unless `shallower` (`tune_model` then wants a candidate less deep
+   than the untuned kernel, to lower the model's peak: see `model._shallower`).
 
 Candidates of one batch are measured by `workers` threads: each check is a gcc (or link) and a QEMU subprocess, so
 threads run them in parallel without the cost of a TVM import per process (`tune_model` spreads kernels over
@@ -123,7 +125,8 @@ class KernelTuner:
     def __init__(self, func, tir_name: str, board: Board, runner: Runner | None = None, workers: int = 2,
                  codegen: str = "c", seed: int = 0, workspace_budget: int | None = None,
                  stack_budget: int | None = None, call_args_budget: int | None = None,
-                 baseline: Baseline | None = None, read_only: tuple[int, ...] = (), rule: str | None = None) -> None:
+                 baseline: Baseline | None = None, read_only: tuple[int, ...] = (), rule: str | None = None,
+                 shallower: bool = False) -> None:
         self.func, self.tir_name, self.board, self.codegen, self.seed = func, tir_name, board, codegen, seed
         self.read_only = read_only  # parameters the model passes constants (see measure.build_kernel)
         self.rule = rule  # the tunable pattern rule that schedules this kernel (None: a MetaSchedule search)
@@ -141,6 +144,8 @@ class KernelTuner:
         self.call_args_budget = stacked_args_slots(max(call_args_budget or 0, call_args(self.untuned)))
         own_stack = self.baseline.run.stack_bytes or 0
         self.stack_budget = max(stack_budget if stack_budget is not None else own_stack, own_stack)
+        if shallower and stack_budget is not None:
+            self.stack_budget = stack_budget
 
     def lower(self, func, symbol: str) -> KernelBuild:
         """A scheduled candidate -> what the board runs (the callback MetaSchedule's builder calls)."""
