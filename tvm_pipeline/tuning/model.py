@@ -1,14 +1,16 @@
 """`tune_model`: tune every distinct kernel of a model for one board and code generator, resumably (records already
 in `out_dir` are kept and their kernels skipped), spread over local worker processes.
 
-Four phases, so that tuning never raises the model's measured peak SRAM (see `allowance`):
+Five phases, so that tuning never raises the model's measured peak SRAM (see `allowance`), and lowers it where it can:
 0. compile the model untuned and run it on the board: its peak SRAM and stack;
 1. measure every kernel untuned (instructions, output, the stack of the kernel call itself, the call depth);
 2. tune each kernel with workspace budget = arena bytes free at its steps (the arena cannot grow), stack budget =
    the model's untuned stack peak less the depth of model_run's kernel calls (so the peak cannot rise), and at most
    as many call arguments as the widest untuned call (no new stacked argument);
 3. compile the model with the new records and run it: if peak SRAM rose or the output left the tolerance, lower the
-   model's stack allowance until it does not; the verified allowance is written beside the records.
+   model's stack allowance until it does not; the verified allowance is written beside the records;
+4. memory first: while the deepest records are this run's, tune those kernels again with the next kernel's depth as
+   a strict stack budget (`_shallower`) and keep them if the verified model's peak SRAM drops.
 
 Workers: with `workers` > 1 and several kernels to tune, each kernel is tuned in its own process
 (`ProcessPoolExecutor`, spawn: every worker imports TVM once and runs a whole search, lowering included); a single
