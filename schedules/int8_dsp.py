@@ -102,7 +102,7 @@ def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None, widen: str 
     """Schedule a kernel `applies` accepts (see the module docstring); `block` = (channels, pixels) overrides the
     register block. `widen` (K a multiple of 4; one of WIDEN): the dot products read the activations widened to
     int16, in SMLAD's pair order (a0, a2, a1, a3) per 4 of K, and load its pairs as they are
-    (`dsp.widened_dot4_intrin`): no SXTB16 on the activations (VWW's 6x6 128 -> 128 1x1 conv with a 2 x 3 block: 0.84x
+    (`dsp.dot4_intrin(wide=True)`): no SXTB16 on the activations (VWW's 6x6 128 -> 128 1x1 conv with a 2 x 3 block: 0.84x
     the instructions), each value widened once for all output channels. "fill": col itself is int16 (twice the
     workspace); "copy": col stays int8 and a second pass widens it 4 bytes at a time (three times the workspace):
     a KxK window fills col by (rc, ry, rx), where the interleaved index of each byte would take divisions (IC's
@@ -122,19 +122,19 @@ def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None, widen: str 
                          lambda o, c, y, xx: (o, c * window + y * kw + xx))
     sch.transform_block_layout(acc, lambda b, o, i, j, rc, ry, rx: (b, o, i, j, rc * window + ry * kw + rx))
     padded = (in_c * window) % 4 != 0
-    weights = {weight.name}
-    if pack_weights and not padded:  # (o, k) -> int16 (o, k // 4, k % 2, k % 4 // 2): SMLAD's pairs, as col's below
+    pack_weights = pack_weights and not padded
+    weights, keep = {weight.name}, ["conv_requantize"]
+    if pack_weights:  # (o, k) -> int16 (o, k // 4, k % 2, k % 4 // 2): SMLAD's pairs, as col's below
         packed = sch.cache_read(acc, _read_index(sch, acc, weight.name), "global")
         tvm_adapter.mark_prepack(sch, packed)
         sch.unsafe_set_dtype(packed, 0, "int16")
         sch.transform_layout(packed, ("write", 0), _pair_order)
         weights.add(sch.get(packed).writes[0].source.name)
-    pack_weights = len(weights) > 1
+        keep.append(sch.get(packed).name_hint)
     reads = [region.source.name for region in sch.get(acc).reads]
     col = sch.reindex(acc, ("read", next(i for i, name in enumerate(reads) if name not in weights)))
     # the padding stage and any input views, into col (which copies the padded input: it stays a stage)
-    keep = (sch.get(col).name_hint, "conv_requantize", *([sch.get(packed).name_hint] if pack_weights else []))
-    default._inline_injective(sch, keep=keep)  # noqa: SLF001
+    default._inline_injective(sch, keep=(sch.get(col).name_hint, *keep))  # noqa: SLF001
     if padded:  # K padded to a multiple of 4 with zeros: col and a copy of the weight get a zero tail
         sch.pad_einsum(acc, [1, 1, 1, 1, 4])
         padded_col = sch.get_consumers(col)[0]

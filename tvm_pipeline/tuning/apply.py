@@ -91,10 +91,11 @@ def lower_tuned(fused: tvm.IRModule, board: Board, rules: list[ScheduleRule], re
             arena = plan_arena(program, board.buffer_alignment, planner, reorder)
         untuned_arena = plan_arena(untuned, board.buffer_alignment, planner, reorder)
         # tuning never grows the arena, nor takes the weights past the flash (prepacked weights take more)
-        unused = (f"arena {arena.layout.arena_bytes:,} B > untuned {untuned_arena.layout.arena_bytes:,} B"
-                  if arena.layout.arena_bytes > untuned_arena.layout.arena_bytes else
-                  f"weights {program.weight_bytes:,} B (prepacked) > {board.name}'s flash {board.flash.size:,} B"
-                  if program.weight_bytes > board.flash.size >= untuned.weight_bytes else None)
+        unused = None
+        if arena.layout.arena_bytes > untuned_arena.layout.arena_bytes:
+            unused = f"arena {arena.layout.arena_bytes:,} B > untuned {untuned_arena.layout.arena_bytes:,} B"
+        elif program.weight_bytes > board.flash.size >= untuned.weight_bytes:
+            unused = f"weights {program.weight_bytes:,} B (prepacked) > {board.name}'s flash {board.flash.size:,} B"
         if unused:
             notes.append(f"tuned schedules from {records.records_dir} not used: {unused}")
             program, keep, arena = untuned, untuned_keep, untuned_arena

@@ -237,9 +237,7 @@ def tune_model(model_path: Path, board_name: str, trials: int, out_dir: Path, wo
             bar.set_postfix_str(f"{len(deepest)} deepest kernel(s) made shallower")
             trial = verified()
             if trial.tuned_peak_sram_bytes >= allowance.tuned_peak_sram_bytes:  # the peak is set elsewhere: undo
-                for old in deepest:
-                    save_record(out_dir, old)
-                    model_records[old.key] = old
+                _restore(model_records, deepest, out_dir)
                 allowance = verified()
                 break
             allowance = trial
@@ -262,12 +260,18 @@ def _shallower(records: dict[str, TuningRecord], jobs: dict[str, _Job], baseline
     below = max((r.stack_bytes or 0 for r in records.values() if (r.stack_bytes or 0) < depth), default=0)
     retuned = [_tune(jobs[r.tir_name], baselines[r.tir_name], below, max(workers, 1), runner, shallower=True)
                for r in deepest]
-    if any((r.stack_bytes or 0) >= depth for r in retuned):
-        for old in deepest:
-            save_record(jobs[old.tir_name].out_dir, old)
-        return []
     records.update({r.key: r for r in retuned})
+    if any((r.stack_bytes or 0) >= depth for r in retuned):
+        _restore(records, deepest, jobs[deepest[0].tir_name].out_dir)
+        return []
     return deepest
+
+
+def _restore(records: dict[str, TuningRecord], old: list[TuningRecord], out_dir: Path) -> None:
+    """Put the records `_shallower` replaced back, in `records` and on disk."""
+    for record in old:
+        save_record(out_dir, record)
+        records[record.key] = record
 
 
 def format_records(records: list[TuningRecord]) -> str:
