@@ -173,5 +173,8 @@ def test_packed_weights_are_int16_pairs_rewritten_at_compile_time():
     # (o, k) -> (o, k // 4, k % 2, k % 4 // 2): each 4 of k stored (w0, w2, w1, w3) as int16, SMLAD's pairs
     expected = conv.weight.reshape(4, 2, 2, 2).transpose(0, 1, 3, 2).astype(np.int16)
     assert lowered.prepack.params == (1,) and np.array_equal(lowered.prepack.apply(inputs)[1], expected)
+    # lowering the kernel again (lower_tuned does, with and without records) reuses the stage's host build
+    again = tvm_adapter.lower_to_c(tvm_adapter.scheduled_func(sch), "conv", (1, 2, 3, 4))
+    assert again.prepack._module is lowered.prepack._module  # noqa: SLF001
     with pytest.raises(ValueError, match="prepacked parameter must be passed a constant"):
         tvm_adapter.lower_to_c(tvm_adapter.scheduled_func(sch), "conv")  # a weight the model computes: no rewrite

@@ -19,6 +19,10 @@ import tvm_ffi
 from tvm import relax, s_tir, tirx
 
 _BUILDER_LOCK = threading.Lock()
+_HOST_LOCK = threading.Lock()
+#: structural hash -> [(stage, its host build)]: a model's kernels share stages (VWW's five 6x6 128 -> 128 convs),
+#: and `lower_tuned` lowers each kernel more than once; a host build takes ~0.1 s.
+_HOST_BUILDS: dict[int, list[tuple[tirx.PrimFunc, object]]] = {}
 
 #: The block annotation MetaSchedule gives a layout-rewrite preprocessing stage (what SplitLayoutRewritePreproc cuts).
 PREPACK_ANNOTATION = "meta_schedule.layout_rewrite_preproc"
@@ -66,6 +70,19 @@ def _has_prepack(func: tirx.PrimFunc) -> bool:
     return any(PREPACK_ANNOTATION in block.annotations for block in blocks)
 
 
+def _host_build(stage: tirx.PrimFunc):
+    """`stage` built for the host by TVM's LLVM backend, once per structurally distinct stage."""
+    stage = stage.with_attr("global_symbol", "main")
+    key = tvm_ffi.structural_hash(stage)
+    with _HOST_LOCK:
+        for seen, host in _HOST_BUILDS.get(key, []):
+            if tvm_ffi.structural_equal(seen, stage):
+                return host
+        host = tvm.compile(tvm.IRModule({"main": stage}), target="llvm")
+        _HOST_BUILDS.setdefault(key, []).append((stage, host))
+        return host
+
+
 def split_prepack(func: tirx.PrimFunc) -> tuple[tirx.PrimFunc, Prepack | None]:
     """(the kernel without its prepack stages, the `Prepack` of the parameters they rewrite); `func` and None when
     it has none."""
@@ -80,7 +97,7 @@ def split_prepack(func: tirx.PrimFunc) -> tuple[tirx.PrimFunc, Prepack | None]:
             builder.emit_func_output(builder.emit(relax.call_tir(kernel, params, out_type)))
         mod = relax.transform.SplitLayoutRewritePreproc()(builder.get())
     stage, split = mod["kernel_weight_prepack"], mod["kernel_prepacked"]
-    host = tvm.compile(tvm.IRModule({"main": stage.with_attr("global_symbol", "main")}), target="llvm")
+    host = _host_build(stage)
     count = len(stage.params) // 2  # the stage's parameters: the original buffers, then the rewritten ones
     sources, packed = stage.params[:count], stage.params[count:]
     names = [p.name for p in func.params]
