@@ -2,7 +2,8 @@
 
 A dense int8 conv (groups 1, any KxK, stride, dilation, padding) is rescheduled as CMSIS-NN computes it, but written
 as TensorIR schedule primitives (a reduction length K = C*KH*KW that is not a multiple of 4, as a 3-channel stem's 27,
-is padded with zeros: pad_einsum gives col and a copy of the weight (O x K' bytes of workspace) a zero tail):
+is padded with zeros: pad_einsum gives col and a copy of the weight (O x K' bytes of workspace, or a constant
+when the weights are prepacked) a zero tail):
 
     weight (O, C, KH, KW) -> (O, K)                       transform_layout: the same bytes in flash, a row per channel
     acc[o, i, j] over (rc, ry, rx) -> over one k            transform_block_layout
@@ -84,17 +85,16 @@ def knob_space(func) -> list[dict]:
     """The settings of `apply` that `tvmp tune` measures for kernel `func`, the default first: each register block
     (channels, pixels) that divides the output channels and the row width (another would run as a smaller block),
     with col as int8 and, where K needs no zero padding, widened to int16 (each way `apply` has), each with the
-    weights as they are and, where K needs no padding, prepacked."""
+    weights as they are and prepacked."""
     info = ConvInfo.of(func)
     out_c, in_c, kh, kw = info.weight_shape
     ow = int(func.params[-1].ty.shape[3])
     default_block = BLOCK if ow % BLOCK[1] == 0 else BLOCK_SINGLE_PIXEL
     blocks = dict.fromkeys(b for b in (default_block, *TUNABLE_BLOCKS) if out_c % b[0] == 0 and ow % b[1] == 0)
-    widen, pack = [None], [False]
+    widen = [None]
     if (in_c * kh * kw) % 4 == 0:
         widen += [*WIDEN] if kh * kw > 1 else ["fill"]  # a 1x1 fill is a plain copy: a second pass only adds one
-        pack.append(True)
-    return [{"block": list(b), "widen": w, "pack_weights": p} for w in widen for b in blocks for p in pack]
+    return [{"block": list(b), "widen": w, "pack_weights": p} for w in widen for b in blocks for p in (False, True)]
 
 
 def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None, widen: str | None = None,
@@ -107,9 +107,12 @@ def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None, widen: str 
     workspace); "copy": col stays int8 and a second pass widens it 4 bytes at a time (three times the workspace):
     a KxK window fills col by (rc, ry, rx), where the interleaved index of each byte would take divisions (IC's
     16x16 32 -> 32 3x3 conv with a 2 x 2 block: 0.93x; KWS's 10x4 stem prefers "fill").
-    `pack_weights` (K a multiple of 4): the weights are read as int16 pairs in the same order, rewritten so at compile
-    time (`tvm_adapter.mark_prepack`: the model must pass them as a constant; twice their flash): no SXTB16 on the
-    weights either (KWS's 25 x 5 64 -> 64 1x1 conv: 0.85x the instructions)."""
+    `pack_weights`: the weights are read as int16 pairs in the same order, rewritten so at compile time
+    (`tvm_adapter.mark_prepack`: the model must pass them as a constant; twice their flash): no SXTB16 on the
+    weights either (KWS's 25 x 5 64 -> 64 1x1 conv: 0.85x the instructions). Where K is padded, the zero-tailed
+    copy of the weights pad_einsum makes is the rewritten stage: no copy on the board, no workspace for it (VWW's
+    3x3 stem, K = 27: 0.97x). Widened activations with a padded K measured slower (the interleaved fill of a padded
+    window: 1.4x on that stem), so `widen` applies only where K needs no padding."""
     func = sch.mod["main"]
     info = ConvInfo.of(func)
     x, weight = func.params[0], func.params[2 if info.residual is not None else 1]
@@ -122,24 +125,24 @@ def apply(sch: s_tir.Schedule, block: tuple[int, int] | None = None, widen: str 
                          lambda o, c, y, xx: (o, c * window + y * kw + xx))
     sch.transform_block_layout(acc, lambda b, o, i, j, rc, ry, rx: (b, o, i, j, rc * window + ry * kw + rx))
     padded = (in_c * window) % 4 != 0
-    pack_weights = pack_weights and not padded
-    weights, keep = {weight.name}, ["conv_requantize"]
-    if pack_weights:  # (o, k) -> int16 (o, k // 4, k % 2, k % 4 // 2): SMLAD's pairs, as col's below
-        packed = sch.cache_read(acc, _read_index(sch, acc, weight.name), "global")
-        tvm_adapter.mark_prepack(sch, packed)
-        sch.unsafe_set_dtype(packed, 0, "int16")
-        sch.transform_layout(packed, ("write", 0), _pair_order)
-        weights.add(sch.get(packed).writes[0].source.name)
-        keep.append(sch.get(packed).name_hint)
     reads = [region.source.name for region in sch.get(acc).reads]
-    col = sch.reindex(acc, ("read", next(i for i, name in enumerate(reads) if name not in weights)))
+    col = sch.reindex(acc, ("read", next(i for i, name in enumerate(reads) if name != weight.name)))
     # the padding stage and any input views, into col (which copies the padded input: it stays a stage)
-    default._inline_injective(sch, keep=(sch.get(col).name_hint, *keep))  # noqa: SLF001
+    default._inline_injective(sch, keep=(sch.get(col).name_hint, "conv_requantize"))  # noqa: SLF001
     if padded:  # K padded to a multiple of 4 with zeros: col and a copy of the weight get a zero tail
         sch.pad_einsum(acc, [1, 1, 1, 1, 4])
         padded_col = sch.get_consumers(col)[0]
         sch.compute_inline(col)
         col = padded_col
+    if pack_weights:  # (o, k) -> int16 (o, k // 4, k % 2, k % 4 // 2): SMLAD's pairs, as col's below
+        if padded:  # the zero-tailed copy pad_einsum made is the stage
+            packed = next(b for b in sch.get_producers(acc)
+                          if weight.name in [region.source.name for region in sch.get(b).reads])
+        else:
+            packed = sch.cache_read(acc, _read_index(sch, acc, weight.name), "global")
+        tvm_adapter.mark_prepack(sch, packed)
+        sch.unsafe_set_dtype(packed, 0, "int16")
+        sch.transform_layout(packed, ("write", 0), _pair_order)
 
     # Pixel blocks stay within a row: a block across rows makes the pixel index a division, and LoopPartition
     # (TVM 0.27) then splits col's fill loop at a wrong bound, writing past the block (measured on a 6x9 output).

@@ -68,6 +68,7 @@ WIDENED = [name for name, (args, (c, _, _)) in CASES.items() if c * args["k"] **
     *((n, None, False, "stm32f746") for n in CASES),
     *((n, w, False, "stm32f746") for n in WIDENED for w in int8_dsp.WIDEN),
     *((n, w, True, "stm32f746") for n in WIDENED for w in (None, *int8_dsp.WIDEN)),
+    *((n, None, True, "stm32f746") for n in CASES if n not in WIDENED),  # K padded: the zero-tailed copy packed
     (WIDENED[0], "copy", False, "cortex-m0"), (WIDENED[0], "fill", True, "cortex-m0")])
 def test_dsp_schedule_equals_the_numpy_reference_on_the_board(name, widen, pack, board, tmp_path):
     args, (c, h, w) = CASES[name]
@@ -132,7 +133,8 @@ def test_widened_col_holds_int16_pairs_in_smlad_order():
     lowered = tvm_adapter.lower_to_c(tvm_adapter.scheduled_func(sch), "conv")
     assert lowered.workspace_bytes == 2 * 72 + 2 * 2 * 72  # a pixel pair x K: col (int8), then widened (int16)
     padded, _, _ = _kernel(_conv(np.random.default_rng(1), cin=3, cout=8, k=3), np.zeros((1, 3, 8, 8), np.int8), None)
-    assert not any(k["widen"] or k["pack_weights"] for k in int8_dsp.knob_space(padded))  # K = 27: zero-padded, int8
+    padded_space = int8_dsp.knob_space(padded)  # K = 27: zero-padded, col stays int8; weights packed or not
+    assert not any(k["widen"] for k in padded_space) and {k["pack_weights"] for k in padded_space} == {False, True}
     pointwise, _, _ = _kernel(_conv(np.random.default_rng(2), cin=8, cout=8, k=1, padding=(0, 0, 0, 0)),
                               np.zeros((1, 8, 4, 4), np.int8), None)
     assert {k["widen"] for k in int8_dsp.knob_space(pointwise)} == {None, "fill"}  # a 1x1 fill is a plain copy
@@ -148,6 +150,13 @@ def test_a_window_not_a_multiple_of_4_is_padded_with_zeros():
     after = tvm_adapter.scheduled_func(sch).script()
     assert "weight_pad = T.sblock_alloc_buffer((T.int64(8), T.int64(28))" in after
     assert "_pad_const" in after and "T.grid(T.int64(3), T.int64(3), T.int64(3))" in after
+    weight_copy = 8 * 28
+    unpacked = tvm_adapter.lower_to_c(tvm_adapter.scheduled_func(sch), "conv", (1, 2, 3, 4))
+    packed = tvm_adapter.new_schedule(func)
+    int8_dsp.apply(packed, pack_weights=True)  # the zero-tailed copy is the prepack stage: made at compile time
+    lowered = tvm_adapter.lower_to_c(tvm_adapter.scheduled_func(packed), "conv", (1, 2, 3, 4))
+    assert unpacked.workspace_bytes - lowered.workspace_bytes == weight_copy
+    assert lowered.params[1].nbytes == 2 * weight_copy and lowered.prepack.params == (1,)
 
 
 def test_only_boards_with_the_dsp_extension_get_the_rule():
