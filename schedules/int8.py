@@ -3,8 +3,9 @@
 `kernel(fold, input_shapes, out_shape)` writes the fold's arithmetic (see int8_ops) as TE stages:
 
     seen      = permute_dims / reshape of each int8 input            (absorbed layout changes; inlined)
-    acc       = sum(int32(seen_padded) * int32(w))                   (conv / matmul / pool: the reduction)
-    out       = clamp(round_shift(int64(acc + bias) * M[c], S[c]) + zp, lo, hi) as int8/uint8 (the epilogue)
+    acc       = bias + sum(int32(seen_padded) * int32(w))            (conv / matmul / pool: the reduction; a conv's
+                                                                      and a matmul's start from the bias)
+    out       = clamp(round_shift(int64(acc) * M[c], S[c]) + zp, lo, hi) as int8/uint8 (the epilogue)
 
 Inputs and outputs have the graph's types (int8 or uint8 activations, int8 weights): the arithmetic reads
 `q - zp` either way.
@@ -24,6 +25,7 @@ from tvm import te, tirx, topi
 
 from tvm_pipeline.int8_ops import (AddOp, Fold, QAdd, QAddTFLite, QAvgPool, QAvgPoolTFLite, QConcat, QConv2d, QMatMul,
                                    QMaxPool, QRescale, QSoftmax, Requant, add_fields, add_from_fields)
+from tvm_pipeline import tvm_adapter
 from tvm_pipeline.tvm_adapter import TensorType
 
 #: Name prefix of the kernels the fold-qdq pass creates.
@@ -62,7 +64,8 @@ def _requantize(acc: tirx.PrimExpr, multiplier: tirx.PrimExpr, shift: tirx.PrimE
                 known: tuple[int, int, int] | None = None, nudge: tirx.PrimExpr | None = None) -> tirx.PrimExpr:
     """The epilogue: |acc| < 2^31 and multiplier < 2^31, so the int64 product cannot overflow.
 
-    `known` = (bound on |acc|, smallest and largest shift), known at compile time, selects cheaper exact forms.
+    `known` = (bound on |acc|, smallest and largest shift), known at compile time, selects cheaper exact forms;
+    `nudge`: a `rounding_table`'s column (which carries the output zero point, see there).
     A requant in TFLite's arithmetic: `multiplier` is Q31, `shift` TFLite's signed exponent (`_tflite_scale`).
     onnxruntime's (round half to even at a right shift): with every shift >= 32 (`prescaled`), the rounding runs on
     the product's high word, `((p + 2^(s-1) - 1 + bit) >> 32) >> (s - 32)` with bit = (p >> s) & 1, instead of three
@@ -72,7 +75,8 @@ def _requantize(acc: tirx.PrimExpr, multiplier: tirx.PrimExpr, shift: tirx.PrimE
         shift = _i32(known[1])
     if requant.arithmetic == "tflite":
         scaled = _tflite_scale(acc, multiplier, shift, known, nudge)
-        return _clamp(scaled + _i32(requant.zero_point), requant.lo, requant.hi, requant.dtype)
+        zero_point = 0 if nudge is not None else requant.zero_point  # a rounding table's nudge carries it
+        return _clamp(scaled + _i32(zero_point), requant.lo, requant.hi, requant.dtype)
     if known is not None and known[1] >= 32:
         # clamped to the shifts `prescaled` gives ([32, 62]): TVM's bound analysis of a shift by an unbounded amount
         # let its simplifier drop the int8 clamp below (wrong outputs)
@@ -164,7 +168,8 @@ def _tflite_scale(x: tirx.PrimExpr, multiplier, exponent, known: tuple[int, int,
       (tvm_adapter.codegen);
     - and every exponent < 0 (right >= 1): RoundingDivideByPOT as `(h + 2^(right-1) + (h >> 31)) >> right` (int8_ops'
       closed form; |h| <= |x| < 2^30, so the sum cannot overflow) instead of the mask and threshold; `nudge`:
-      2^(right-1) loaded from a constant (`rounding_table`) instead of computed.
+      2^(right-1) loaded from a constant (`rounding_table`: plus the output zero point << right, so the result is
+      already offset by it; `_requantize` then adds none) instead of computed.
     """
     exponent = _i32(exponent) if isinstance(exponent, int) else exponent.astype("int32")
     multiplier = tirx.const(multiplier, "int64") if isinstance(multiplier, int) else multiplier.astype("int64")
@@ -220,7 +225,7 @@ def _qconv2d(op: QConv2d, x: te.Tensor, consts: dict[str, te.Tensor], skip: te.T
     oh = (height + pt + pb - dh * (kh - 1) - 1) // sh + 1
     ow = (width + pl + pr - dw * (kw - 1) - 1) // sw + 1
     per_group = out_c // op.groups
-    w, bias = consts["weight"], consts["bias"]
+    w = consts["weight"]
     rc, ry, rx = te.reduce_axis((0, group_c), "rc"), te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
     padded = x
     if any(op.padding):  # padding reads the input zero point: the bias holds -zp * sum(w)
@@ -242,8 +247,7 @@ def _qconv2d(op: QConv2d, x: te.Tensor, consts: dict[str, te.Tensor], skip: te.T
             shift, nudge = _i32(0) - consts[ROUNDING][o, 0], consts[ROUNDING][o, 1]
         else:
             shift, nudge = _channel(consts["shift"], o), None
-        return _requantize(acc[b, o, i, j] + bias[o], _channel(consts["multiplier"], o), shift, op.requant, known,
-                           nudge)
+        return _requantize(acc[b, o, i, j], _channel(consts["multiplier"], o), shift, op.requant, known, nudge)
 
     if op.residual is None:
         return te.compute(acc.shape, epilogue, name="requantize")
@@ -257,7 +261,7 @@ def _qconv2d(op: QConv2d, x: te.Tensor, consts: dict[str, te.Tensor], skip: te.T
 def _qmatmul(op: QMatMul, x: te.Tensor, consts: dict[str, te.Tensor]) -> te.Tensor:
     rows = int(x.shape[0])
     out_n, depth = op.weight.shape
-    w, bias = consts["weight"], consts["bias"]
+    w = consts["weight"]
     k = te.reduce_axis((0, depth), "k")
     if op.spatial_sum:  # x is (M, K, H, W): sum the pooled window inside the accumulation
         ry, rx = te.reduce_axis((0, int(x.shape[2])), "ry"), te.reduce_axis((0, int(x.shape[3])), "rx")
@@ -269,7 +273,7 @@ def _qmatmul(op: QMatMul, x: te.Tensor, consts: dict[str, te.Tensor]) -> te.Tens
     window = int(x.shape[2]) * int(x.shape[3]) if op.spatial_sum else 1  # inputs summed per weight
     known = rescale_bound(op.weight.astype(np.int64) * window, op.bias, str(x.dtype), op.requant.shift)
     return te.compute(acc.shape, lambda m, o: _requantize(
-        acc[m, o] + bias[o], _channel(consts["multiplier"], o), _channel(consts["shift"], o), op.requant, known),
+        acc[m, o], _channel(consts["multiplier"], o), _channel(consts["shift"], o), op.requant, known),
         name="requantize")
 
 
@@ -428,16 +432,22 @@ ROUNDING = "rounding"
 
 
 def rounding_table(op: QConv2d, x_dtype: str) -> np.ndarray | None:
-    """(C, 2) int32 rows (right, 2^(right-1)) for a TFLite-arithmetic conv whose epilogue takes `_tflite_scale`'s
-    closed form with per-channel exponents (all < 0; right = -exponent): the epilogue then loads both instead of
-    computing them from the exponent per output (~3 instructions; with an int8_dsp register block over channels,
-    every output). None where the exponents are one constant (folded) or the closed form does not apply."""
+    """(C, 2) int32 rows (right, 2^(right-1) + (zero_point << right)) for a TFLite-arithmetic conv whose epilogue
+    takes `_tflite_scale`'s closed form with per-channel exponents (all < 0; right = -exponent): the epilogue then
+    loads both instead of computing them from the exponent per output (~3 instructions; with an int8_dsp register
+    block over channels, every output), and the output zero point rides in the nudge, since
+    `(v + zp * 2^right) >> right == (v >> right) + zp` (one add an output fewer). None where the exponents are one
+    constant (folded), the closed form does not apply, or the sum could leave int32: it needs
+    |h| + 2^(right-1) + |zp| 2^right < 2^31, where |h| (the high half) <= the bound on |acc + bias|."""
     shift = op.requant.shift
     known = rescale_bound(op.weight, op.bias, x_dtype, shift)
     if op.requant.arithmetic != "tflite" or known[1] == known[2] or known[2] >= 0 or not _closed_form(known):
         return None
     right = -shift.astype(np.int64)
-    return np.stack([right, 1 << (right - 1)], axis=1).astype(np.int32)
+    nudge = (1 << (right - 1)) + (op.requant.zero_point << right)
+    if known[0] + (1 << (-known[1] - 1)) + (abs(op.requant.zero_point) << -known[1]) >= 1 << 31:
+        return None
+    return np.stack([right, nudge], axis=1).astype(np.int32)
 
 
 def shifts_of(rounding_or_shift: np.ndarray) -> np.ndarray:
@@ -513,6 +523,8 @@ def kernel(fold: Fold, input_types: list[TensorType], out_type: TensorType):
     if computed != out_type:
         raise ValueError(f"int8 kernel for {fold.var} computes {computed}, the graph expects {out_type}")
     func = te.create_prim_func([*inputs, *consts.values(), out], index_dtype_override="int64")
+    if isinstance(op, (QConv2d, QMatMul)):  # the sum starts from the bias: no add an output in the epilogue
+        func = tvm_adapter.start_reduction_from(func, "acc", "bias", 1)  # (b, o, ...) or (m, o): o
     if isinstance(op, QConv2d):  # the conv's parameters, read back by reorder-bottleneck-int8
         from schedules.bottleneck_int8 import conv_attr
         func = func.with_attr(*conv_attr(fold))

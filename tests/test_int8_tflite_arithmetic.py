@@ -10,6 +10,7 @@ Exact: every check is equality of integers.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -247,8 +248,9 @@ def test_pruned_channels_keep_the_outputs_and_the_cheap_epilogue():
 
 def test_per_channel_right_shifts_come_as_a_rounding_table():
     """A TFLite-arithmetic conv whose channels shift right by different amounts (the closed-form epilogue) takes a
-    (right, 2^(right-1)) table per channel instead of its exponents: the same outputs, nothing left to compute from
-    the exponent per output. A conv with a left shift keeps its exponents."""
+    (right, 2^(right-1) + (zero point << right)) table per channel instead of its exponents: the same outputs,
+    nothing left to compute from the exponent per output, no zero point to add. A conv with a left shift keeps its
+    exponents, and so does one whose nudge could overflow int32."""
     rng = np.random.default_rng(7)
     a = rng.integers(-128, 128, (1, 8, 6, 6)).astype(np.int8)
     weight = rng.integers(-127, 128, (8, 8, 1, 1)).astype(np.int8)
@@ -260,12 +262,18 @@ def test_per_channel_right_shifts_come_as_a_rounding_table():
     func, constants = int8_kernels.kernel(fold, [TensorType(a.shape, "int8")], out)
     table = constants[-1]
     assert func.params[-2].name == int8_kernels.ROUNDING and table.shape == (8, 2)
-    assert np.array_equal(table[:, 1], 1 << (table[:, 0] - 1))
+    assert np.array_equal(table[:, 1], (1 << (table[:, 0] - 1)) + (7 << table[:, 0]))
     assert np.array_equal(int8_kernels.shifts_of(table), conv.requant.shift)
     assert np.array_equal(_run(fold, [a], out), conv.reference(a))
     reals[0] = 1.3  # a left shift: the general form reads the exponents
     left = QConv2d(weight, conv.bias, -3, (1, 1), (0, 0, 0, 0), (1, 1), 1, Requant.from_tflite_scale(reals, 7, -128, 127))
     assert int8_kernels.rounding_table(left, "int8") is None
+    # right shifts of 24 and 25: zero point 127 << 25 alone passes 2^31, zero point 0 does not
+    tiny = np.tile([2.0 ** -26, 3 * 2.0 ** -26], 4)
+    for zero_point, table in ((127, None), (0, np.stack([[25, 24] * 4, [1 << 24, 1 << 23] * 4], axis=1))):
+        found = int8_kernels.rounding_table(replace(conv, requant=Requant.from_tflite_scale(
+            tiny, zero_point, -128, 127)), "int8")
+        assert found is table is None or np.array_equal(found, table)
 
 
 @pytest.mark.parametrize("scale_range, bias", [

@@ -14,6 +14,7 @@ What it offers:
 - `lower_to_c`: one scheduled PrimFunc -> C with a raw-pointer signature and its scratch moved into a workspace
   (and a `Prepack` per constant the schedule rewrites at compile time: `mark_prepack`, tvm_adapter.prepack).
 - `build_llvm_object`: scheduled PrimFuncs -> one Cortex-M object from TVM's LLVM backend, same signatures.
+- `start_reduction_from`: a reduction that starts from a parameter (te.sum's `init`, which create_prim_func drops).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tvm_pipeline.tvm_adapter.fusion import (fuse, main_bindings, new_schedule, 
 from tvm_pipeline.tvm_adapter.prepack import (Prepack, mark_prepack)
 from tvm_pipeline.tvm_adapter.codegen import (build_llvm_object, lower_to_c)
 from tvm_pipeline.tvm_adapter.dataflow import (DataflowOp, DataflowView, KernelCall, dataflow_ops, dataflow_output, replace_with_kernels, var_names)
-from tvm_pipeline.tvm_adapter.kernels import (INPUT_WINDOW_ATTR, NewBinding, input_window, place_kernel, rebind_subgraph, window_conv_kernel, window_kernel)
+from tvm_pipeline.tvm_adapter.kernels import (INPUT_WINDOW_ATTR, NewBinding, input_window, place_kernel, rebind_subgraph, start_reduction_from, window_conv_kernel, window_kernel)
 
 __all__ = [
     "Binding",
@@ -58,6 +59,7 @@ __all__ = [
     "rebind_subgraph",
     "replace_with_kernels",
     "scheduled_func",
+    "start_reduction_from",
     "static_tensor_type",
     "tensor_type",
     "tflite_supported_ops",

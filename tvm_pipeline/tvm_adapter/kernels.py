@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import tvm
-from tvm import relax, tirx
+import tvm_ffi
+from tvm import relax, s_tir, tirx
 
 from tvm_pipeline.tvm_adapter.dataflow import var_names
 from tvm_pipeline.tvm_adapter.types import TensorType
@@ -160,3 +161,26 @@ def window_conv_kernel(image: TensorType, window: tuple[int, int, int, int], wei
                        data_layout="NCHW", kernel_layout="OIHW")
     func = te.create_prim_func([x, w, out], index_dtype_override="int64").without_attr("global_symbol")
     return func.with_attr("op_pattern", 4)  # 4 = kOutEWiseFusable, as AnnotateTIROpPattern marks conv2d
+
+
+def start_reduction_from(func: tirx.PrimFunc, block: str, param: str, axis: int) -> tirx.PrimFunc:
+    """`func` with reduction block `block` starting from `param[v]` (v: the block's `axis`-th iterator) instead of
+    0: what `te.sum(..., init=param[v])` means, which TVM 0.27's `te.create_prim_func` drops (it keeps the
+    reducer's identity). The block's read regions stay those of its update: `decompose_reduction` keeps them for the
+    update block, where `tensorize` matches them against an intrinsic's (a read-only parameter orders nothing)."""
+    source = next(p for p in func.params if p.name == param)
+    found = []
+
+    def on_block(node: s_tir.SBlock) -> s_tir.SBlock:
+        if node.name_hint != block or node.init is None:
+            return node
+        index = node.iter_vars[axis].var
+        found.append(node)
+        init = tirx.BufferStore(node.init.buffer, tirx.BufferLoad(source, [index]), node.init.indices)
+        return s_tir.SBlock(node.iter_vars, node.reads, node.writes, node.name_hint, node.body, init, node.alloc_buffers,
+                            node.match_buffers, node.annotations)
+
+    body = tvm_ffi.structural_map(func.body, [(s_tir.SBlock, on_block)])
+    if len(found) != 1:
+        raise ValueError(f"expected one reduction block {block!r}, found {len(found)}")
+    return func.with_body(body)
