@@ -451,11 +451,11 @@ def rounding_table(op: QConv2d, x_dtype: str) -> np.ndarray | None:
     known = rescale_bound(op.weight, op.bias, x_dtype, shift)
     if op.requant.arithmetic != "tflite" or known[1] == known[2] or known[2] >= 0 or not _closed_form(known):
         return None
-    right = -shift.astype(np.int64)
-    nudge = (1 << (right - 1)) + (op.requant.zero_point << right)
-    if known[0] + (1 << (-known[1] - 1)) + (abs(op.requant.zero_point) << -known[1]) >= 1 << 31:
+    most = -known[1]  # the largest right shift
+    if known[0] + (1 << (most - 1)) + (abs(op.requant.zero_point) << most) >= 1 << 31:
         return None
-    return np.stack([right, nudge], axis=1).astype(np.int32)
+    right = -shift.astype(np.int64)
+    return np.stack([right, (1 << (right - 1)) + (op.requant.zero_point << right)], axis=1).astype(np.int32)
 
 
 def shifts_of(rounding_or_shift: np.ndarray) -> np.ndarray:
