@@ -4,7 +4,7 @@
 
     seen      = permute_dims / reshape of each int8 input            (absorbed layout changes; inlined)
     acc       = bias + sum(int32(seen_padded) * int32(w))            (conv / matmul / pool: the reduction; a dense
-                                                                      conv's and a matmul's start from the bias)
+                                                                      conv's starts from the bias)
     out       = clamp(round_shift(int64(acc) * M[c], S[c]) + zp, lo, hi) as int8/uint8 (the epilogue)
 
 Inputs and outputs have the graph's types (int8 or uint8 activations, int8 weights): the arithmetic reads
@@ -219,10 +219,11 @@ def _add(op: AddOp, a: tirx.PrimExpr, b: tirx.PrimExpr) -> tirx.PrimExpr:
 
 
 def _sums_from_bias(op) -> bool:
-    """Whether the reduction starts from the bias instead of the epilogue adding it (one add an output fewer).
-    Not for depthwise convs: measured on the emulated M7, gcc then spilled in VWW's stride-2 depthwise_inplace
-    kernels (1.29x the instructions) and KWS's depthwise frame grew (+4 B of peak SRAM)."""
-    return isinstance(op, QMatMul) or isinstance(op, QConv2d) and op.groups == 1
+    """Whether the reduction starts from the bias instead of the epilogue adding it (one add an output fewer): a
+    dense conv's. Measured on the emulated M7, not for depthwise convs (gcc then spilled in VWW's stride-2
+    depthwise_inplace kernels, 1.29x the instructions, and KWS's depthwise frame grew: +4 B of peak SRAM) nor
+    matmuls (AD's deepest frame grew: 1,712 -> 1,720 B of peak SRAM for 0.7 % fewer instructions)."""
+    return isinstance(op, QConv2d) and op.groups == 1
 
 
 def _qconv2d(op: QConv2d, x: te.Tensor, consts: dict[str, te.Tensor], skip: te.Tensor | None = None) -> te.Tensor:
@@ -269,7 +270,7 @@ def _qconv2d(op: QConv2d, x: te.Tensor, consts: dict[str, te.Tensor], skip: te.T
 def _qmatmul(op: QMatMul, x: te.Tensor, consts: dict[str, te.Tensor]) -> te.Tensor:
     rows = int(x.shape[0])
     out_n, depth = op.weight.shape
-    w = consts["weight"]
+    w, bias = consts["weight"], consts["bias"]
     k = te.reduce_axis((0, depth), "k")
     if op.spatial_sum:  # x is (M, K, H, W): sum the pooled window inside the accumulation
         ry, rx = te.reduce_axis((0, int(x.shape[2])), "ry"), te.reduce_axis((0, int(x.shape[3])), "rx")
@@ -281,7 +282,7 @@ def _qmatmul(op: QMatMul, x: te.Tensor, consts: dict[str, te.Tensor]) -> te.Tens
     window = int(x.shape[2]) * int(x.shape[3]) if op.spatial_sum else 1  # inputs summed per weight
     known = rescale_bound(op.weight.astype(np.int64) * window, op.bias, str(x.dtype), op.requant.shift)
     return te.compute(acc.shape, lambda m, o: _requantize(
-        acc[m, o], _channel(consts["multiplier"], o), _channel(consts["shift"], o), op.requant, known),
+        acc[m, o] + bias[o], _channel(consts["multiplier"], o), _channel(consts["shift"], o), op.requant, known),
         name="requantize")
 
 
@@ -532,7 +533,7 @@ def kernel(fold: Fold, input_types: list[TensorType], out_type: TensorType):
         raise ValueError(f"int8 kernel for {fold.var} computes {computed}, the graph expects {out_type}")
     func = te.create_prim_func([*inputs, *consts.values(), out], index_dtype_override="int64")
     if _sums_from_bias(op):
-        func = tvm_adapter.start_reduction_from(func, "acc", "bias", 1)  # (b, o, ...) or (m, o): o
+        func = tvm_adapter.start_reduction_from(func, "acc", "bias", 1)  # (b, o, i, j): o
     if isinstance(op, QConv2d):  # the conv's parameters, read back by reorder-bottleneck-int8
         from schedules.bottleneck_int8 import conv_attr
         func = func.with_attr(*conv_attr(fold))

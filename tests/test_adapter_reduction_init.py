@@ -1,6 +1,6 @@
 """`tvm_adapter.start_reduction_from`: a reduction that starts from a parameter (what `te.sum(init=...)` means; TVM
-0.27's `te.create_prim_func` drops the init), and the int8 kernels that use it: a dense conv's and a matmul's sum
-starts from the bias, so their epilogue adds no bias per output."""
+0.27's `te.create_prim_func` drops the init), and the int8 kernels that use it: a dense conv's sum starts from the
+bias, so its epilogue adds no bias per output."""
 
 from __future__ import annotations
 
