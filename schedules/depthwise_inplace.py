@@ -51,6 +51,12 @@ def rule(sch: s_tir.Schedule, tir_name: str) -> bool:
     """Schedule a depthwise convolution kernel to read each input plane once, into scratch; False for other kernels."""
     if not _is_depthwise(sch):
         return False
+    apply(sch)
+    return True
+
+
+def apply(sch: s_tir.Schedule) -> None:
+    """The schedule of the module docstring, for a depthwise convolution kernel (`rule` checks that it is one)."""
     x = sch.mod["main"].params[0].name
     default.apply(sch)
     for block in sch.get_child_blocks(sch.get_sblock("root")):
@@ -58,5 +64,5 @@ def rule(sch: s_tir.Schedule, tir_name: str) -> bool:
         if x in reads:
             cache = sch.cache_read(block, reads.index(x), "global")
             sch.compute_at(cache, sch.get_loops(block)[1])  # loops: batch, channel, ...
-            return True
-    raise InternalError(f"depthwise kernel {tir_name}: no block reads its input {x}")
+            return
+    raise InternalError(f"depthwise kernel: no block reads its input {x}")

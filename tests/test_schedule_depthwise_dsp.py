@@ -1,6 +1,7 @@
-"""The DSP schedule of int8 3x3 depthwise convs (schedules/depthwise_dsp.py): a window row under two pixels a call,
-checked exactly against the NumPy integer reference on the emulated Cortex-M7 (SMLAD) and Cortex-M0 (the helper's
-plain C), its TIR after scheduling, and the in-place property it keeps."""
+"""The DSP schedule of int8 3-wide depthwise convs (schedules/depthwise_dsp.py): a window row under two pixels or one
+pixel a call, checked exactly against the NumPy integer reference on the emulated Cortex-M7 (SMLAD) and Cortex-M0
+(the helpers' plain C), its TIR after scheduling, the in-place property it keeps, and its settings as `tvmp tune`
+measures them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from schedules import depthwise_dsp, depthwise_inplace, pattern_rules
+from schedules import depthwise_dsp, depthwise_inplace, pattern_rules, tunable_rules
 from schedules import int8 as int8_kernels
 from tvm_pipeline import tvm_adapter
 from tvm_pipeline.board.boards import load_board
@@ -42,18 +43,23 @@ def _kernel(conv: QConv2d, x: np.ndarray):
     return func, [x, *constants], reference
 
 
-CASES = {  # name: (_depthwise arguments, input (C, H, W), board)
-    "pad 1, onnxruntime arithmetic": (dict(channels=6), (6, 8, 10), "stm32f746"),
-    "TFLite arithmetic, rows strided by 2": (dict(channels=4, strides=(2, 1), tflite=True), (4, 9, 6), "stm32f746"),
-    "asymmetric padding (TF SAME)": (dict(channels=3, padding=(0, 0, 1, 1)), (3, 7, 7), "stm32f746"),
-    "uint8 activations": (dict(channels=5, dtype="uint8"), (5, 6, 4), "stm32f746"),
-    "Cortex-M0: the helper's plain C": (dict(channels=4, tflite=True), (4, 6, 6), "cortex-m0"),
+CASES = {  # name: (_depthwise arguments, input (C, H, W), pixels a helper call, board)
+    "pad 1, onnxruntime arithmetic": (dict(channels=6), (6, 8, 10), 2, "stm32f746"),
+    "TFLite arithmetic, rows strided by 2": (dict(channels=4, strides=(2, 1), tflite=True), (4, 9, 6), 2, "stm32f746"),
+    "asymmetric padding (TF SAME)": (dict(channels=3, padding=(0, 0, 1, 1)), (3, 7, 7), 2, "stm32f746"),
+    "uint8 activations": (dict(channels=5, dtype="uint8"), (5, 6, 4), 2, "stm32f746"),
+    "Cortex-M0: the helper's plain C": (dict(channels=4, tflite=True), (4, 6, 6), 2, "cortex-m0"),
+    "single pixels: odd width": (dict(channels=4, tflite=True), (4, 6, 5), 1, "stm32f746"),
+    "single pixels: columns strided by 2 (TF SAME)": (dict(channels=3, strides=(2, 2), padding=(0, 0, 1, 1)),
+                                                      (3, 8, 8), 1, "stm32f746"),
+    "single pixels: uint8, pairs would fit": (dict(channels=2, dtype="uint8"), (2, 5, 6), 1, "stm32f746"),
+    "single pixels, Cortex-M0": (dict(channels=3, strides=(2, 2)), (3, 7, 7), 1, "cortex-m0"),
 }
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_depthwise_dsp_equals_the_numpy_reference_on_the_board(name, tmp_path):
-    args, (c, h, w), board = CASES[name]
+    args, (c, h, w), pixels, board = CASES[name]
     rng = np.random.default_rng(len(name))
     conv = _depthwise(rng, **args)
     dtype = args.get("dtype", "int8")
@@ -61,9 +67,9 @@ def test_depthwise_dsp_equals_the_numpy_reference_on_the_board(name, tmp_path):
     func, inputs, reference = _kernel(conv, x)
     assert depthwise_dsp.applies(func)
     sch = tvm_adapter.new_schedule(func)
-    depthwise_dsp.apply(sch)
+    depthwise_dsp.apply(sch, pixels=pixels)
     build = build_kernel(tvm_adapter.scheduled_func(sch), "dw", "c", load_board(board))
-    assert "tvmp_row3x2_" in build.kernel.source
+    assert f"tvmp_row3x{pixels}_" in build.kernel.source
     run = run_kernel(build, inputs, load_board(board), QemuRunner(timeout_s=60), tmp_path)
     assert np.array_equal(run.output.reshape(reference.shape), reference)  # exact: integer sums in another order
 
@@ -78,19 +84,34 @@ def test_depthwise_dsp_tir_workspace_and_in_place():
     lowered = tvm_adapter.lower_to_c(tvm_adapter.scheduled_func(sch), "dw")
     assert lowered.workspace_bytes == (12 + 2) * (12 + 2) + 12  # one padded plane (196 B), 16-byte aligned
     assert lowered.inplace_params == (0,)  # the output may still be written over the input, plane by plane
+    single = tvm_adapter.new_schedule(func)
+    depthwise_dsp.apply(single, pixels=1)
+    lowered = tvm_adapter.lower_to_c(tvm_adapter.scheduled_func(single), "dw")
+    # rows one byte longer: the single-pixel helper's word load reads the byte after the last window
+    assert lowered.workspace_bytes == 14 * (14 + 1) + 14 and "pad[208] = " in lowered.source  # 210 B, aligned
+    assert lowered.inplace_params == (0,)
 
 
-def test_depthwise_dsp_leaves_odd_widths_and_strided_columns_to_depthwise_inplace():
+def test_depthwise_dsp_settings_and_defaults():
+    """Pairs where they fit, else depthwise_inplace's scalar schedule, unless a record says otherwise; the rule and
+    `tvmp tune` see every 3-wide depthwise conv."""
     rng = np.random.default_rng(1)
     odd, _, _ = _kernel(_depthwise(rng, 4), np.zeros((1, 4, 6, 7), np.int8))
     strided, _, _ = _kernel(_depthwise(rng, 4, strides=(2, 2)), np.zeros((1, 4, 8, 8), np.int8))
-    for func in (odd, strided):
-        assert not depthwise_dsp.applies(func)
-        assert depthwise_inplace.rule(tvm_adapter.new_schedule(func), "dw")
-    dsp_rules = [r for r in pattern_rules(dsp=True) if isinstance(r, depthwise_dsp.Rule)]
-    assert len(dsp_rules) == 1 and not any(isinstance(r, depthwise_dsp.Rule) for r in pattern_rules(dsp=False))
-    assert pattern_rules(dsp=True).index(dsp_rules[0]) < pattern_rules(dsp=True).index(depthwise_inplace.rule)
     even, _, _ = _kernel(_depthwise(rng, 4), np.zeros((1, 4, 6, 6), np.int8))
+    assert depthwise_dsp.knob_space(even) == [{"pixels": 2}, {"pixels": 1}, {"pixels": 0}]
+    for func in (odd, strided):
+        assert depthwise_dsp.applies(func) and depthwise_dsp.knob_space(func) == [{"pixels": 0}, {"pixels": 1}]
+        by_rule, scalar = tvm_adapter.new_schedule(func), tvm_adapter.new_schedule(func)
+        assert depthwise_dsp.rule(by_rule, "dw") and depthwise_inplace.rule(scalar, "dw")
+        assert tvm_adapter.lower_to_c(tvm_adapter.scheduled_func(by_rule), "dw").source == \
+            tvm_adapter.lower_to_c(tvm_adapter.scheduled_func(scalar), "dw").source
+        with pytest.raises(ValueError, match="pixels must be one of"):
+            depthwise_dsp.apply(tvm_adapter.new_schedule(func), pixels=2)
+    assert tunable_rules()["depthwise_dsp"] is depthwise_dsp
+    assert depthwise_dsp.rule in pattern_rules(dsp=True) and depthwise_dsp.rule not in pattern_rules(dsp=False)
+    rules = pattern_rules(dsp=True)
+    assert rules.index(depthwise_dsp.rule) < rules.index(depthwise_inplace.rule)
     assert depthwise_dsp.Rule()(tvm_adapter.new_schedule(even), "dw")
     assert not depthwise_dsp.Rule(frozenset({"dw"}))(tvm_adapter.new_schedule(even), "dw")  # memory first
 

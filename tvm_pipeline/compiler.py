@@ -128,7 +128,7 @@ def lower_memory_first(fused: tvm.IRModule, board: Board, options: CompileOption
     def lower(memory_first: frozenset[str]) -> TunedLowering:
         rules = pattern_rules(options.inplace_depthwise, dsp, memory_first)
         return lower_tuned(fused, board, rules, options.tuning or SHIPPED_RECORDS_DIR, options.codegen,
-                           options.planner, reorder=options.order == "best")
+                           options.planner, reorder=options.order == "best", memory_first=memory_first)
 
     memory_first: frozenset[str] = frozenset()
     lowered = lower(memory_first)

@@ -62,8 +62,9 @@ def _lower(fused: tvm.IRModule, rules: list[ScheduleRule], record_rule: RecordRu
 
 
 def lower_tuned(fused: tvm.IRModule, board: Board, rules: list[ScheduleRule], records_dir: Path, codegen: str,
-                planner: str, reorder: bool = True) -> TunedLowering:
-    """Lower `fused` with `rules` first, then the records in `records_dir` for `board` and `codegen`."""
+                planner: str, reorder: bool = True, memory_first: frozenset[str] = frozenset()) -> TunedLowering:
+    """Lower `fused` with `rules` first, then the records in `records_dir` for `board` and `codegen`;
+    `memory_first`: kernels `rules` schedule for less scratch, whose records of rule settings are not applied."""
     if codegen not in CODEGENS:
         raise UserError(f"unknown --codegen {codegen!r}; choose one of: {', '.join(CODEGENS)}")
     target = llvm_target(board) if codegen == "llvm" else None  # fails early for a CPU LLVM is not set up for
@@ -71,7 +72,8 @@ def lower_tuned(fused: tvm.IRModule, board: Board, rules: list[ScheduleRule], re
     verified = allowance is not None and allowance.verified
     stack_allowance = allowance.kernel_stack_bytes if verified else None
     excluded = frozenset(allowance.excluded) if verified else frozenset()  # records this model was checked without
-    records = RecordRule(records_dir, board.name, codegen, exclude=excluded, stack_allowance=stack_allowance)
+    records = RecordRule(records_dir, board.name, codegen, exclude=excluded, stack_allowance=stack_allowance,
+                         memory_first=memory_first)
     program, keep = _lower(fused, rules, records)
     notes: list[str] = []
     arena = plan_arena(program, board.buffer_alignment, planner, reorder)
@@ -86,7 +88,7 @@ def lower_tuned(fused: tvm.IRModule, board: Board, rules: list[ScheduleRule], re
             notes.append(f"{len(too_deep | too_wide)} tuned schedule(s) not used: kernel stack above the "
                          f"{records.stack_cap} B the model's peak pays for, or a new stacked argument")
             records = RecordRule(records_dir, board.name, codegen, exclude=excluded | too_deep | too_wide,
-                                 stack_allowance=stack_allowance)
+                                 stack_allowance=stack_allowance, memory_first=memory_first)
             program, keep = _lower(fused, rules, records)
             arena = plan_arena(program, board.buffer_alignment, planner, reorder)
         untuned_arena = plan_arena(untuned, board.buffer_alignment, planner, reorder)

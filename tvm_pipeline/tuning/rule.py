@@ -32,9 +32,10 @@ class RecordRule:
     record that matched a kernel (applied or not)."""
 
     def __init__(self, records_dir: Path, board: str, codegen: str = "c", exclude: frozenset[str] = frozenset(),
-                 stack_allowance: int | None = None):
+                 stack_allowance: int | None = None, memory_first: frozenset[str] = frozenset()):
         self.records_dir, self.board, self.codegen = Path(records_dir), board, codegen
         self.exclude = exclude  # record keys not to apply (see stack_cap_violations)
+        self.memory_first = memory_first  # kernels (TIR names) the pattern rules schedule for less scratch
         self.stack_allowance = stack_allowance  # this model's verified allowance (None: none was verified)
         self.found: dict[str, TuningRecord] = {}
         self.applied: dict[str, TuningRecord] = {}
@@ -48,7 +49,10 @@ class RecordRule:
 
     def apply_settings(self, sch, tir_name: str) -> bool:
         """Apply a record of a tunable pattern rule's settings (before the pattern rules, which would otherwise
-        take the kernel with their defaults)."""
+        take the kernel with their defaults); not to a kernel in `memory_first`, which the rules schedule for less
+        scratch than a faster setting may take (`compiler.lower_memory_first`)."""
+        if tir_name in self.memory_first:
+            return False
         record = self._usable(sch, tir_name)
         module = tunable_rules().get(record.rule) if record is not None and record.knobs else None
         if module is None or not module.applies(tvm_adapter.scheduled_func(sch)):

@@ -15,10 +15,13 @@ interleaved, (a0, a2, a1, a3), as SXTB16 pairs the weight bytes: two word loads 
 `packed=True`: the weights too are int16 pairs in that order (a constant rewritten at compile time:
 tvm_adapter.prepack), `tvmp_dot4_s8_w16` / `tvmp_dot4_i16_w16`: the weights' two words are SMLAD operands as loaded.
 
-`row3x2_intrin(dtype)` is one row of a 3-wide depthwise window under two neighbouring output pixels (stride 1):
+`row3_intrin(dtype, 2)` is one row of a 3-wide depthwise window under two neighbouring output pixels (stride 1):
 
     for p in 0..2, r in 0..3:  acc[p] += int32(a[p + r]) * int32(w[r])
     ->                         tvmp_row3x2_s8(&a[0], &w[0], &acc[0])   (one word load, 2 SXTB16, 2 SMLAD, 2 SMLAxy)
+
+`row3_intrin(dtype, 1)` is the same row under one pixel, `tvmp_row3x1_s8` (one word load, 2 SXTB16, SMLAD, SMLABB):
+its word load reads a[3] too, which it does not use, so the caller's rows need one byte after the window's last.
 
 On a core with the DSP extension (Cortex-M4, M7, M33, M55: gcc defines __ARM_FEATURE_DSP) the helper loads each
 operand's four bytes as one word, widens them to two pairs of int16 with SXTB16 (UXTB16 for uint8) and accumulates
@@ -51,8 +54,8 @@ _WIDEN = {"s8": ("sxtb16", "int8_t"), "u8": ("uxtb16", "uint8_t")}
 _STRIDED_DOT4 = {"int8": ("tvmp.dot4_strided_s8s8", "tvmp_dot4_strided_s8"),
                  "uint8": ("tvmp.dot4_strided_u8s8", "tvmp_dot4_strided_u8")}
 
-#: ... and for one 3-wide depthwise row under two output pixels.
-_ROW3X2 = {"int8": ("tvmp.row3x2_s8s8", "tvmp_row3x2_s8"), "uint8": ("tvmp.row3x2_u8s8", "tvmp_row3x2_u8")}
+#: ... and for one 3-wide depthwise row under `pixels` (1 or 2) output pixels: tvmp_row3x{pixels}_{letters}.
+_ROW3_PIXELS = (1, 2)
 
 _registered: set[str] = set()
 
@@ -126,11 +129,12 @@ def _strided_dot4_functions(dtype: str, helper: str):
     return desc, impl
 
 
-def _row3x2_functions(dtype: str, helper: str):
-    """(description, implementation) PrimFuncs of one 3-tap row under 2 output pixels a column apart."""
+def _row3_functions(dtype: str, helper: str, pixels: int):
+    """(description, implementation) PrimFuncs of one 3-tap row under `pixels` output pixels a column apart (a
+    single pixel's description has no pixel loop: the schedule tensorizes its tap loop)."""
 
     @T.prim_func(s_tir=True)
-    def desc(a: T.handle, w: T.handle, c: T.handle) -> None:
+    def desc_pair(a: T.handle, w: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (4,), dtype, offset_factor=1)
         W = T.match_buffer(w, (3,), "int8", offset_factor=1)
         C = T.match_buffer(c, (2,), "int32", offset_factor=1)
@@ -143,24 +147,40 @@ def _row3x2_functions(dtype: str, helper: str):
                     C[vp] = C[vp] + T.Cast("int32", A[vp + vr]) * T.Cast("int32", W[vr])
 
     @T.prim_func(s_tir=True)
-    def impl(a: T.handle, w: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (4,), dtype, offset_factor=1)
+    def desc_single(a: T.handle, w: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (3,), dtype, offset_factor=1)
         W = T.match_buffer(w, (3,), "int8", offset_factor=1)
-        C = T.match_buffer(c, (2,), "int32", offset_factor=1)
+        C = T.match_buffer(c, (1,), "int32", offset_factor=1)
         with T.sblock("root"):
-            T.reads(C[0:2], A[0:4], W[0:3])
-            T.writes(C[0:2])
+            T.reads(C[0], A[0:3], W[0:3])
+            T.writes(C[0])
+            for r in T.serial(0, 3):
+                with T.sblock("update"):
+                    vr = T.axis.remap("R", [r])
+                    C[0] = C[0] + T.Cast("int32", A[vr]) * T.Cast("int32", W[vr])
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, w: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (pixels + 2,), dtype, offset_factor=1)
+        W = T.match_buffer(w, (3,), "int8", offset_factor=1)
+        C = T.match_buffer(c, (pixels,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:pixels], A[0:pixels + 2], W[0:3])
+            T.writes(C[0:pixels])
             T.evaluate(T.call_extern("void", helper, A.access_ptr("r"), W.access_ptr("r"), C.access_ptr("rw")))
 
-    return desc, impl
+    return desc_pair if pixels == 2 else desc_single, impl
 
 
-def row3x2_intrin(dtype: str) -> str:
-    """The name of the tensor intrinsic for one 3-tap depthwise row under two output pixels (`dtype`: int8 or
-    uint8 activations), registered with TVM on first use. The helper builds the weight pair (w0, w2) from the row's
-    bytes: a kernel that unrolls its window rows keeps them in registers across its pixel loop."""
-    name, helper = _ROW3X2[dtype]
-    return _register(name, lambda: _row3x2_functions(dtype, helper))
+def row3_intrin(dtype: str, pixels: int) -> str:
+    """The name of the tensor intrinsic for one 3-tap depthwise row under `pixels` (1 or 2) output pixels (`dtype`:
+    int8 or uint8 activations), registered with TVM on first use. The helper builds the weight pair (w0, w2) from the
+    row's bytes: a kernel that unrolls its window rows keeps them in registers across its pixel loop. With 1 pixel the
+    helper loads a[0..3]: the byte after the window must be readable (any value; see the module docstring)."""
+    if pixels not in _ROW3_PIXELS:
+        raise ValueError(f"row3_intrin: pixels must be one of {_ROW3_PIXELS}, not {pixels}")
+    helper = f"tvmp_row3x{pixels}_{_LETTERS[dtype]}"
+    return _register(f"tvmp.row3x{pixels}_{_LETTERS[dtype]}s8", lambda: _row3_functions(dtype, helper, pixels))
 
 
 def strided_dot4_intrin(dtype: str) -> str:
@@ -255,10 +275,16 @@ def _strided_helper_source(helper: str) -> str:
         "  return acc + a[0] * w[0] + a[s] * w[1] + a[2 * s] * w[2] + a[3 * s] * w[3];\n")
 
 
-def _row3x2_helper_source(helper: str) -> str:
+def _row3_helper_source(helper: str) -> str:
+    """tvmp_row3x{1,2}_{s8,u8}: one word load, its bytes widened to (a0, a2) and (a1, a3); per pixel p one SMLAD
+    (a_p * w0 + a_p+2 * w2) and one SMLAxy (a_p+1 * w1)."""
     widen, a_type = ("uxtb16", "uint8_t") if helper.endswith("u8") else ("sxtb16", "int8_t")
+    pixels = int(helper.split("_")[1][-1])
+    sums = [f"acc[{p}] += a[{p}]*w[0] + a[{p + 1}]*w[1] + a[{p + 2}]*w[2]" for p in range(pixels)]
+    second = """  acc[1] = __smlatb((int32_t)x02, w1, __smlad(x13, w02, acc[1]));  /* a1*w0 + a3*w2, then a2*w1 */
+""" if pixels == 2 else ""
     return _dsp_helper(
-        helper, "acc[0] += a[0]*w[0] + a[1]*w[1] + a[2]*w[2];  acc[1] += a[1]*w[0] + a[2]*w[1] + a[3]*w[2]",
+        helper, ";  ".join(sums) + ("" if pixels == 2 else " (reads a[3], unused)"),
         f"void {helper}(const {a_type}* a, const int8_t* w, int32_t* acc)",
         f"""  uint32_t x, x13;
   memcpy(&x, a, 4);  /* a[0..3]: one (unaligned) word load */
@@ -267,11 +293,8 @@ def _row3x2_helper_source(helper: str) -> str:
   uint32_t w02 = ((uint32_t)(int32_t)w[0] & 0xFFFFu) | ((uint32_t)(int32_t)w[2] << 16);
   int32_t w1 = w[1];
   acc[0] = __smlabb((int32_t)x13, w1, __smlad(x02, w02, acc[0]));  /* a0*w0 + a2*w2, then a1*w1 */
-  acc[1] = __smlatb((int32_t)x02, w1, __smlad(x13, w02, acc[1]));  /* a1*w0 + a3*w2, then a2*w1 */
-""",
-        """  acc[0] += a[0] * w[0] + a[1] * w[1] + a[2] * w[2];
-  acc[1] += a[1] * w[0] + a[2] * w[1] + a[3] * w[2];
-""")
+{second}""",
+        "".join(f"  {line.replace('*', ' * ')};\n" for line in sums))
 
 
 def _saturate_source(helper: str) -> str:
@@ -316,7 +339,7 @@ static inline int32_t {helper}(int32_t a, int32_t b) {{
 _HELPERS = {**{_dot4_helper(d, wide, packed): _dot4_helper_source for d in _LETTERS for wide in (False, True)
                for packed in (False, True)},
             "tvmp_dot4_strided_s8": _strided_helper_source, "tvmp_dot4_strided_u8": _strided_helper_source,
-            "tvmp_row3x2_s8": _row3x2_helper_source, "tvmp_row3x2_u8": _row3x2_helper_source,
+            **{f"tvmp_row3x{p}_{letters}": _row3_helper_source for p in _ROW3_PIXELS for letters in _LETTERS.values()},
             "tvmp_ssat8": _saturate_source,
             "tvmp_usat8": _saturate_source, "tvmp_smmulr": _smmulr_source}
 
