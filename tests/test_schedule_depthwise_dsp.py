@@ -19,7 +19,10 @@ from tvm_pipeline.frontend import load_model
 from tvm_pipeline.int8_ops import Fold, QConv2d, Requant, Source
 from tvm_pipeline.quantize import quantize_model
 from tvm_pipeline.tuning.apply import lower_tuned
+from tvm_pipeline.arena import plan_arena
+from tvm_pipeline.lowering.lower import lower_program
 from tvm_pipeline.tuning.measure import build_kernel, run_kernel
+from tvm_pipeline.tuning.model import fixed_rules, model_kernels
 from tvm_pipeline.tuning.records import SHIPPED_RECORDS_DIR
 from tvm_pipeline.tvm_adapter import TensorType
 from onnx_graphs import save_model
@@ -146,3 +149,18 @@ def test_a_depthwise_at_the_memory_peak_keeps_the_smaller_plane(tmp_path):
     assert chosen.arena.layout.arena_bytes < fast.arena.layout.arena_bytes
     assert not any("tvmp_row3x2_s8(" in k.source for k in chosen.program.kernels.values())
     assert any("at the memory peak scheduled for less scratch" in n for n in chosen.notes)
+
+
+def test_a_depthwise_written_in_place_has_its_storage_counted_once_in_its_tuning_budget(tmp_path):
+    """`tvmp tune` may give the depthwise's padded plane (a setting of its schedule) the arena bytes free at its step:
+    its input and output share one storage (in place), which the budget counts once."""
+    _conv_dw_conv_onnx(tmp_path / "float.onnx")
+    np.save(tmp_path / "calibration.npy", np.random.default_rng(1).standard_normal((4, 1, 32, 32)).astype(np.float32))
+    model = quantize_model(tmp_path / "float.onnx", tmp_path / "calibration.npy", tmp_path / "int8.onnx",
+                           samples=4).path
+    board = load_board("stm32f746")
+    kernels = model_kernels(model, board, disabled_passes=frozenset({"patch-stage"}))
+    depthwise = next(k for k in kernels if k.rule == "depthwise_dsp")
+    fused = fused_graph(load_model(model, {}), CompileOptions(disabled_passes=frozenset({"patch-stage"})))[0]
+    arena = plan_arena(lower_program(fused, rules=fixed_rules(board)), board.buffer_alignment).layout.arena_bytes
+    assert depthwise.workspace_budget == (arena - 8 * 32 * 32) // 16 * 16 > 0  # one 8,192 B storage live

@@ -65,7 +65,8 @@ def model_kernels(model_path: Path, board: Board, input_shapes: dict | None = No
     schedule, such as reordered bottlenecks and in-place depthwise convs, are left out.
 
     The budget is the scratch a kernel may use without growing the untuned plan's arena: the arena size minus the
-    bytes of the tensors live at its call (the fewest free bytes over all its calls), rounded down to the alignment.
+    bytes of the plan's storages live at its call (tensors sharing one storage in place count once; the fewest free
+    bytes over all its calls), rounded down to the alignment.
     """
     return _untuned_model(model_path, board, input_shapes, disabled_passes, codegen)[0]
 
@@ -79,21 +80,16 @@ def _untuned_model(model_path: Path, board: Board, input_shapes: dict | None = N
     fused = fused_graph(loaded, options)[0]
     rules = fixed_rules(board, codegen)
     program = lower_program(fused, rules=rules)
-    layout = plan_arena(program, board.buffer_alignment).layout
-    position = {index: p for p, index in enumerate(layout.order)}
-    first = {program.input: -1}
-    last: dict[str, int] = {program.output: len(layout.order)}
-    for index, step in enumerate(program.steps):
-        first[step.output] = position[index]
-        for name in step.inputs:
-            last[name] = max(last.get(name, -1), position[index])
+    arena = plan_arena(program, board.buffer_alignment)
     budgets: dict[str, int] = {}
-    for index, step in enumerate(program.steps):
+    for p, index in enumerate(arena.layout.order):
+        step = program.steps[index]
         if step.kernel not in program.kernels:  # an input window read by the firmware: no kernel
             continue
-        p = position[index]
-        live = sum(t.nbytes for name, t in program.tensors.items() if first.get(name, p + 1) <= p <= last.get(name, p))
-        free = max((layout.arena_bytes - live) // board.buffer_alignment * board.buffer_alignment, 0)
+        # the plan's storages live at this step but the kernel's own scratch: a tensor written in place over its
+        # input (a depthwise conv) shares that storage, so it counts once
+        live = sum(b.size for b in arena.buffers if b.first <= p <= b.last and b.name != f"{step.name}.scratch")
+        free = max((arena.layout.arena_bytes - live) // board.buffer_alignment * board.buffer_alignment, 0)
         tir_name = program.kernels[step.kernel].tir_name
         budgets[tir_name] = min(budgets.get(tir_name, free), free)
     read_only = constant_params(tvm_adapter.main_bindings(fused).bindings)
