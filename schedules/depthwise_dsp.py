@@ -21,9 +21,10 @@ plane, so the inner loops carry no bounds checks. Integer sums in another order:
 
 Which is fastest is measured, not guessed: `pixels` is this schedule's setting (`knob_space`) that `tvmp tune` measures
 per kernel on the board, 0 being depthwise_inplace's scalar schedule (an unpadded plane, padding as a condition).
-On the emulated F746 single pixels beat the scalar schedule on KWS's 25 x 5 planes (0.91x) but not on VWW's stride-2
-or 3 x 3 planes (1.1-1.45x: the epilogue's constants and the six weight registers spill), so the default, without a
-record, is pairs where they apply and the scalar schedule elsewhere.
+On the emulated F746 single pixels beat the scalar schedule on KWS's 25 x 5 planes (0.91x the instructions, and
+92 B of kernel stack instead of 248) and on VWW's smallest planes (0.97x, 0.997x), not on its larger stride-2 ones
+(1.13-1.20x: the epilogue's constants and the six weight registers spill, where the scalar loop keeps them), so the
+default, without a record, is pairs where they fit and the scalar schedule elsewhere.
 
 `rule` takes every kernel `applies` accepts when the board has the DSP extension (`schedules.pattern_rules(dsp=True)`);
 `Rule(skip)` leaves those the compiler finds at the plan's memory peak to depthwise_inplace (`compiler.
