@@ -110,7 +110,7 @@ def test_prepacked_weights_never_take_the_model_past_the_flash(tuned, tmp_path):
 def test_the_deepest_kernel_is_tuned_again_for_a_shallower_stack(tuned, tmp_path):
     """Memory first (`model._shallower`): the kernel whose record is the model's deepest is searched again with the
     next kernel's depth as its stack budget, the untuned schedule's own depth no longer allowed; its new record is
-    shallower or the old one stays."""
+    shallower or the old one stays; where nothing is that shallow, it is searched with its untuned depth."""
     kernels = {k.tir_name: k for k in model_kernels(tuned["model"], BOARD, disabled_passes=NO_PATCHES)}
     records = {r.key: r for r in tuned["tuning"].records if r.tir_name in kernels}
     deep = max(records.values(), key=lambda r: r.stack_bytes)
@@ -127,3 +127,12 @@ def test_the_deepest_kernel_is_tuned_again_for_a_shallower_stack(tuned, tmp_path
     else:  # none: the deepest record stays as it was
         assert records[deep.key].stack_bytes == other.stack_bytes + 64
     assert _shallower({deep.key: deep}, jobs, baselines, 1, None) == []  # one kernel: nothing to be shallower than
+    # nothing as shallow as the next kernel (0 B): the kernel ends as deep as its untuned schedule, so it is tuned
+    # again with that depth as its budget (the fastest setting no deeper, else the untuned schedule)
+    untuned_depth = deep.untuned_stack_bytes
+    records = {deep.key: dataclasses.replace(deep, stack_bytes=untuned_depth + 64),
+               other.key: dataclasses.replace(other, stack_bytes=0)}
+    assert _shallower(records, jobs, baselines, 1, None)
+    new = records[deep.key]
+    assert new.stack_budget == untuned_depth and new.stack_bytes <= untuned_depth
+    assert new.tuned_instructions <= new.untuned_instructions
