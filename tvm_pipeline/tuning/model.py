@@ -10,7 +10,8 @@ Five phases, so that tuning never raises the model's measured peak SRAM (see `al
 3. compile the model with the new records and run it: if peak SRAM rose or the output left the tolerance, lower the
    model's stack allowance until it does not; the verified allowance is written beside the records;
 4. memory first: while the deepest records are this run's, tune those kernels again with the next kernel's depth as
-   a strict stack budget (`_shallower`) and keep them if the verified model's peak SRAM drops.
+   a strict stack budget (`_shallower`; where nothing faster is that shallow, with their untuned schedule's depth)
+   and keep them if the verified model's peak SRAM drops.
 
 Workers: with `workers` > 1 and several kernels to tune, each kernel is tuned in its own process
 (`ProcessPoolExecutor`, spawn: every worker imports TVM once and runs a whole search, lowering included); a single
