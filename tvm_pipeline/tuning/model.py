@@ -37,6 +37,7 @@ from tvm_pipeline.board.runner import QemuRunner, Runner
 from tvm_pipeline.compiler import CompileOptions, fused_graph, uses_dsp
 from tvm_pipeline.frontend import load_model
 from tvm_pipeline.lowering.lower import constant_params, lower_program
+from tvm_pipeline.planner import live_bytes_per_step
 from tvm_pipeline.tuning.records import TuningRecord, load_record, save_record
 from tvm_pipeline.tuning import allowance as model_allowance
 from tvm_pipeline.tuning.tuner import CANDIDATE_TIMEOUT_S, Baseline, KernelTuner, call_args, measure_untuned
@@ -82,17 +83,18 @@ def _untuned_model(model_path: Path, board: Board, input_shapes: dict | None = N
     rules = fixed_rules(board, codegen)
     program = lower_program(fused, rules=rules)
     arena = plan_arena(program, board.buffer_alignment)
+    # the plan's storages live at each step: a tensor written in place over its input (a depthwise conv) shares that
+    # storage, so it counts once
+    live_bytes = live_bytes_per_step(arena.buffers, len(arena.layout.order))
     budgets: dict[str, int] = {}
     for p, index in enumerate(arena.layout.order):
         step = program.steps[index]
         if step.kernel not in program.kernels:  # an input window read by the firmware: no kernel
             continue
-        # the plan's storages live at this step but the kernel's own scratch: a tensor written in place over its
-        # input (a depthwise conv) shares that storage, so it counts once
-        live = sum(b.size for b in arena.buffers if b.first <= p <= b.last and b.name != f"{step.name}.scratch")
+        kernel = program.kernels[step.kernel]
+        live = live_bytes[p] - kernel.workspace_bytes  # the kernel's own scratch is what the budget bounds
         free = max((arena.layout.arena_bytes - live) // board.buffer_alignment * board.buffer_alignment, 0)
-        tir_name = program.kernels[step.kernel].tir_name
-        budgets[tir_name] = min(budgets.get(tir_name, free), free)
+        budgets[kernel.tir_name] = min(budgets.get(kernel.tir_name, free), free)
     read_only = constant_params(tvm_adapter.main_bindings(fused).bindings)
     tunable_by_rule = [(module.rule, name) for name, module in tunable_rules().items()]
     kernels = []
